@@ -1,1 +1,340 @@
-fn main(){}
+//! acectl: the ACE Ledger command line.
+
+mod keyfile;
+mod publish;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ace_core::checkpoint::NoteSigner;
+use ace_core::envelope::{Envelope, IN_TOTO_PAYLOAD_TYPE};
+use ace_core::ids::{KeyId, ProducerId};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "acectl", version, about = "ACE Ledger command line: setup, onboarding, signing and publishing")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct DbArgs {
+    /// Postgres DSN of an owner or admin role (migrations and registry changes).
+    #[arg(long, env = "ACE_DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+}
+
+#[derive(Args, Clone)]
+struct NatsArgs {
+    #[arg(long, env = "ACE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// NATS .creds file.
+    #[arg(long, env = "ACE_NATS_CREDS")]
+    nats_creds: Option<String>,
+    /// File holding an NKey seed.
+    #[arg(long, env = "ACE_NATS_NKEY_FILE")]
+    nats_nkey_file: Option<String>,
+    #[arg(long, env = "ACE_PREFIX", default_value = "ace")]
+    prefix: String,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Database schema.
+    Db {
+        #[command(subcommand)]
+        cmd: DbCmd,
+    },
+    /// JetStream streams and consumers.
+    Nats {
+        #[command(subcommand)]
+        cmd: NatsCmd,
+    },
+    /// The ledger's checkpoint signing key.
+    LedgerKey {
+        #[command(subcommand)]
+        cmd: LedgerKeyCmd,
+    },
+    /// Producers.
+    Producer {
+        #[command(subcommand)]
+        cmd: ProducerCmd,
+    },
+    /// Producers' signing keys.
+    Key {
+        #[command(subcommand)]
+        cmd: KeyCmd,
+    },
+    /// Sign a statement into a DSSE envelope (printed, or written with --out).
+    Sign(SignArgs),
+    /// Sign (or take) an envelope, publish it, wait for the ledger's ack and print it.
+    /// Exits 0 for accepted or duplicate, 3 for rejected, 4 when no ack came in time.
+    Publish(publish::PublishArgs),
+}
+
+#[derive(Subcommand)]
+enum DbCmd {
+    /// Create roles if missing and apply pending migrations (under an advisory lock).
+    Migrate(DbArgs),
+}
+
+#[derive(Subcommand)]
+enum NatsCmd {
+    /// Create or update the streams and the writer's durable consumer. Idempotent.
+    Init {
+        #[command(flatten)]
+        nats: NatsArgs,
+        /// Seconds a delivered message may stay unacked before redelivery; must exceed the
+        /// writer's worst batch time.
+        #[arg(long, default_value_t = 30)]
+        ack_wait_secs: u64,
+        /// Stream replicas (3 on a JetStream cluster).
+        #[arg(long, default_value_t = 1)]
+        replicas: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerKeyCmd {
+    /// Generate a ledger key; writes the signer key file (0600) and prints the verifier key.
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+        /// The log's origin line (also the key's name).
+        #[arg(long, env = "ACE_LOG_ORIGIN")]
+        origin: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProducerCmd {
+    /// Register a producer. Idempotent.
+    Add {
+        id: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCmd {
+    /// Register a signing key for a producer; prints its keyid.
+    Add {
+        producer: String,
+        /// Generate a new key and write its seed (hex, 0600) to --out.
+        #[arg(long, requires = "out", conflicts_with = "public_key")]
+        generate: bool,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// An existing ed25519 public key, 64 hex characters.
+        #[arg(long, required_unless_present = "generate")]
+        public_key: Option<String>,
+        /// Start of validity (RFC 3339); default now.
+        #[arg(long)]
+        valid_from: Option<String>,
+        /// End of validity (RFC 3339); default none.
+        #[arg(long)]
+        valid_until: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Revoke a key: envelopes it signs from now on are rejected as key_revoked.
+    Revoke {
+        keyid: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Args)]
+struct SignArgs {
+    /// The producer's signing key file (hex seed, from `acectl key add --generate`).
+    #[arg(long)]
+    key: PathBuf,
+    /// The statement (or other payload) file.
+    #[arg(long)]
+    statement: PathBuf,
+    #[arg(long, default_value = IN_TOTO_PAYLOAD_TYPE)]
+    payload_type: String,
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ACE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let code = match run(Cli::parse()).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("acectl: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+async fn run(cli: Cli) -> Result<i32> {
+    match cli.cmd {
+        Cmd::Db { cmd: DbCmd::Migrate(db) } => {
+            let mut client = ace_core::db::connect(&db.database_url).await?;
+            let report = ace_core::db::migrate(&mut client).await?;
+            if report.applied.is_empty() {
+                println!("schema up to date");
+            }
+            for m in report.applied {
+                println!("applied {m}");
+            }
+        }
+        Cmd::Nats {
+            cmd: NatsCmd::Init { nats, ack_wait_secs, replicas },
+        } => {
+            let names = ace_core::nats::Names::new(&nats.prefix)?;
+            let client = connect_nats(&nats).await?;
+            let js = async_nats::jetstream::new(client);
+            let opts = ace_core::nats::InitOptions {
+                ack_wait: Duration::from_secs(ack_wait_secs),
+                replicas,
+                ..Default::default()
+            };
+            ace_core::nats::init(&js, &names, &opts).await?;
+            println!(
+                "streams {}, {}, {}, {} and consumer {} ready",
+                names.intake_stream(),
+                names.acks_stream(),
+                names.dlq_stream(),
+                names.checkpoints_stream(),
+                ace_core::nats::WRITER_CONSUMER
+            );
+        }
+        Cmd::LedgerKey {
+            cmd: LedgerKeyCmd::Generate { out, origin },
+        } => {
+            let signer = NoteSigner::generate(&origin).context("generating the ledger key")?;
+            keyfile::write_secret(&out, &format!("{}\n", signer.to_key_file()))?;
+            println!("{}", signer.verifier_key());
+        }
+        Cmd::Producer {
+            cmd: ProducerCmd::Add { id, db },
+        } => {
+            let id = ProducerId::parse(&id).with_context(|| format!("producer id {id:?}"))?;
+            let client = ace_core::db::connect(&db.database_url).await?;
+            let n = client
+                .execute(
+                    "INSERT INTO producers (producer) VALUES ($1) ON CONFLICT DO NOTHING",
+                    &[&id.as_str()],
+                )
+                .await
+                .context("inserting into producers")?;
+            println!(
+                "producer {id} {}",
+                if n == 1 { "added" } else { "already registered" }
+            );
+        }
+        Cmd::Key {
+            cmd:
+                KeyCmd::Add {
+                    producer,
+                    generate,
+                    out,
+                    public_key,
+                    valid_from,
+                    valid_until,
+                    db,
+                },
+        } => {
+            let producer = ProducerId::parse(&producer).with_context(|| format!("producer id {producer:?}"))?;
+            let vk = if generate {
+                let Some(out) = out else { bail!("--generate needs --out FILE") };
+                let sk = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+                keyfile::write_secret(&out, &format!("{}\n", hex::encode(sk.to_bytes())))?;
+                sk.verifying_key()
+            } else {
+                let Some(hexkey) = public_key else { bail!("give --generate --out FILE or --public-key HEX") };
+                keyfile::parse_public_key(&hexkey)?
+            };
+            let keyid = KeyId::from_public_key(&vk);
+            let from = parse_time("--valid-from", valid_from.as_deref())?.unwrap_or_else(chrono::Utc::now);
+            let until = parse_time("--valid-until", valid_until.as_deref())?;
+            let client = ace_core::db::connect(&db.database_url).await?;
+            client
+                .execute(
+                    "INSERT INTO producer_keys (keyid, producer, public_key, valid_from, valid_until) \
+                     VALUES ($1, $2, $3, to_timestamp($4::float8 / 1000), to_timestamp($5::float8 / 1000))",
+                    &[
+                        &keyid.as_str(),
+                        &producer.as_str(),
+                        &vk.as_bytes().as_slice(),
+                        &(from.timestamp_millis() as f64),
+                        &until.map(|t| t.timestamp_millis() as f64),
+                    ],
+                )
+                .await
+                .with_context(|| format!("registering key {keyid} for producer {producer} (is the producer registered? is the key already registered?)"))?;
+            println!("{keyid}");
+        }
+        Cmd::Key {
+            cmd: KeyCmd::Revoke { keyid, reason, db },
+        } => {
+            let keyid = KeyId::parse(&keyid).with_context(|| format!("keyid {keyid:?}"))?;
+            if reason.trim().is_empty() {
+                bail!("--reason must say why the key is revoked");
+            }
+            let client = ace_core::db::connect(&db.database_url).await?;
+            let n = client
+                .execute(
+                    "UPDATE producer_keys SET revoked_at = now(), revoke_reason = $2 \
+                     WHERE keyid = $1 AND revoked_at IS NULL",
+                    &[&keyid.as_str(), &reason],
+                )
+                .await
+                .context("revoking the key")?;
+            if n == 0 {
+                bail!("key {keyid} is not registered or is already revoked");
+            }
+            println!("revoked {keyid}");
+        }
+        Cmd::Sign(a) => {
+            let key = keyfile::read_signing_key(&a.key)?;
+            let payload = std::fs::read(&a.statement)
+                .with_context(|| format!("reading {}", a.statement.display()))?;
+            let env = Envelope::sign(&a.payload_type, &payload, &key);
+            let json = env.to_json();
+            match a.out {
+                Some(out) => std::fs::write(&out, &json)
+                    .with_context(|| format!("writing {}", out.display()))?,
+                None => println!("{}", String::from_utf8_lossy(&json)),
+            }
+        }
+        Cmd::Publish(a) => return publish::run(a).await,
+    }
+    Ok(0)
+}
+
+fn parse_time(flag: &str, v: Option<&str>) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+    v.map(|s| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .with_context(|| format!("{flag} {s:?} is not an RFC 3339 time"))
+    })
+    .transpose()
+}
+
+async fn connect_nats(n: &NatsArgs) -> Result<async_nats::Client> {
+    Ok(ace_core::nats::connect(&ace_core::nats::ConnectOptions {
+        url: n.nats_url.clone(),
+        creds_file: n.nats_creds.clone(),
+        nkey_file: n.nats_nkey_file.clone(),
+        name: "acectl".into(),
+    })
+    .await?)
+}

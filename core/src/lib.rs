@@ -3,3 +3,20 @@
 //! The pure modules (`envelope`, `statement`, `canonical`, `leaf`, `merkle`, `tiles`,
 //! `checkpoint`, `block`, `rejection`, `keys`) do no I/O. Postgres and NATS live only in
 //! `db` and `nats`, which no pure module imports.
+
+pub mod ack;
+pub mod block;
+pub mod canonical;
+pub mod checkpoint;
+pub mod config;
+pub mod db;
+pub mod envelope;
+pub mod ids;
+pub mod keys;
+pub mod leaf;
+pub mod merkle;
+pub mod nats;
+pub mod policy;
+pub mod rejection;
+pub mod statement;
+pub mod tiles;

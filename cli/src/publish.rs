@@ -1,0 +1,113 @@
+//! `acectl publish`: sign (or take) an envelope, publish it on the producer's intake
+//! subject with `Nats-Msg-Id` and `Ace-Published-At`, and wait for the ledger's ack.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ace_core::ack::{Ack, AckStatus};
+use ace_core::envelope::{Envelope, IN_TOTO_PAYLOAD_TYPE};
+use ace_core::ids::ProducerId;
+use ace_core::nats::Names;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use futures::StreamExt;
+
+use crate::NatsArgs;
+
+#[derive(Args)]
+pub struct PublishArgs {
+    /// The publishing producer (its intake subject).
+    #[arg(long)]
+    pub producer: String,
+    /// Sign this statement with --key…
+    #[arg(long, requires = "key", conflicts_with = "envelope")]
+    pub statement: Option<PathBuf>,
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    #[arg(long, default_value = IN_TOTO_PAYLOAD_TYPE)]
+    pub payload_type: String,
+    /// …or publish this envelope file as it is.
+    #[arg(long)]
+    pub envelope: Option<PathBuf>,
+    /// Seconds to wait for the ack.
+    #[arg(long, default_value_t = 30)]
+    pub timeout_secs: u64,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+}
+
+pub async fn run(a: PublishArgs) -> Result<i32> {
+    let producer = ProducerId::parse(&a.producer).with_context(|| format!("--producer {:?}", a.producer))?;
+    let names = Names::new(&a.nats.prefix)?;
+    let raw: Vec<u8> = match (&a.envelope, &a.statement, &a.key) {
+        (Some(path), _, _) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        (None, Some(st), Some(key)) => {
+            let key = crate::keyfile::read_signing_key(key)?;
+            let payload = std::fs::read(st).with_context(|| format!("reading {}", st.display()))?;
+            Envelope::sign(&a.payload_type, &payload, &key).to_json()
+        }
+        _ => bail!("give --statement FILE --key FILE, or --envelope FILE"),
+    };
+    // The digest is the dedupe key; a malformed envelope is still published so that the
+    // ledger's verdict (and DLQ row) is the one the producer sees.
+    let digest = Envelope::parse(&raw).ok().map(|e| e.digest().as_str().to_string());
+
+    let client = crate::connect_nats(&a.nats).await?;
+    let ack_subject = names.ack_subject(producer.as_str());
+    let mut acks = client
+        .subscribe(ack_subject.clone())
+        .await
+        .with_context(|| format!("subscribing to {ack_subject}"))?;
+    let js = async_nats::jetstream::new(client.clone());
+    let mut headers = async_nats::HeaderMap::new();
+    if let Some(d) = &digest {
+        headers.insert("Nats-Msg-Id", d.as_str());
+    }
+    headers.insert(
+        "Ace-Published-At",
+        chrono::Utc::now()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            .as_str(),
+    );
+    let subject = names.intake_subject(producer.as_str());
+    let puback = js
+        .publish_with_headers(subject.clone(), headers, raw.into())
+        .await
+        .with_context(|| format!("publishing to {subject}"))?
+        .await
+        .with_context(|| format!("JetStream did not store the message on {subject}"))?;
+    if puback.duplicate {
+        // JetStream dropped it inside its duplicate window (same Nats-Msg-Id): the
+        // original message (stream_seq below) carries the ledger's verdict.
+        let out = serde_json::json!({
+            "digest": digest,
+            "status": "duplicate",
+            "stream_seq": puback.sequence,
+            "detail": "deduplicated by JetStream within its duplicate window; the original message with this stream_seq carries the ledger's ack",
+        });
+        println!("{out}");
+        return Ok(0);
+    }
+    let wait = async {
+        while let Some(m) = acks.next().await {
+            let Ok(ack) = serde_json::from_slice::<Ack>(&m.payload) else { continue };
+            if ack.stream_seq == puback.sequence {
+                return Some(ack);
+            }
+        }
+        None
+    };
+    match tokio::time::timeout(Duration::from_secs(a.timeout_secs), wait).await {
+        Ok(Some(ack)) => {
+            println!("{}", String::from_utf8_lossy(&ack.to_json()));
+            Ok(if ack.status == AckStatus::Rejected { 3 } else { 0 })
+        }
+        _ => {
+            eprintln!(
+                "acectl: no ack on {ack_subject} for stream_seq {} within {}s (is the writer running?)",
+                puback.sequence, a.timeout_secs
+            );
+            Ok(4)
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Reading settings: every setting `ACE_X` may instead be given as `ACE_X_FILE`, the path
+//! of a file holding the value (for secrets: DSNs with passwords, keys). Only the services'
+//! `config.rs` call this; tests build their `Config` structs directly.
+
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var}: both {var} and {var}_FILE are set; set only one")]
+    Ambiguous { var: String },
+    #[error("{var}_FILE: cannot read {path}: {source}")]
+    File {
+        var: String,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{var}: {message} (got {value:?})")]
+    Invalid {
+        var: String,
+        value: String,
+        message: String,
+    },
+    #[error("{var} is required: {hint}")]
+    Missing { var: String, hint: String },
+}
+
+/// A setting that must not appear in logs or Debug output.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// The environment a config is read from; a closure so that tests need not touch the
+/// process environment.
+pub struct Env<'a> {
+    get: Box<dyn Fn(&str) -> Option<String> + 'a>,
+}
+
+impl Default for Env<'_> {
+    fn default() -> Self {
+        Self::process()
+    }
+}
+
+impl<'a> Env<'a> {
+    pub fn process() -> Self {
+        Env {
+            get: Box::new(|k| std::env::var(k).ok()),
+        }
+    }
+
+    pub fn from_fn(f: impl Fn(&str) -> Option<String> + 'a) -> Self {
+        Env { get: Box::new(f) }
+    }
+
+    /// `var` or the trimmed contents of the file named by `var_FILE`.
+    pub fn get(&self, var: &str) -> Result<Option<String>, ConfigError> {
+        let direct = (self.get)(var).filter(|v| !v.is_empty());
+        let file = (self.get)(&format!("{var}_FILE")).filter(|v| !v.is_empty());
+        match (direct, file) {
+            (Some(_), Some(_)) => Err(ConfigError::Ambiguous { var: var.into() }),
+            (Some(v), None) => Ok(Some(v)),
+            (None, Some(path)) => std::fs::read_to_string(&path)
+                .map(|s| Some(s.trim().to_string()))
+                .map_err(|source| ConfigError::File {
+                    var: var.into(),
+                    path,
+                    source,
+                }),
+            (None, None) => Ok(None),
+        }
+    }
+
+    pub fn string(&self, var: &str, default: &str) -> Result<String, ConfigError> {
+        Ok(self.get(var)?.unwrap_or_else(|| default.to_string()))
+    }
+
+    pub fn required(&self, var: &str, hint: &str) -> Result<String, ConfigError> {
+        self.get(var)?.ok_or_else(|| ConfigError::Missing {
+            var: var.into(),
+            hint: hint.into(),
+        })
+    }
+
+    pub fn parse<T: FromStr>(&self, var: &str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: fmt::Display,
+    {
+        match self.get(var)? {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|e: T::Err| ConfigError::Invalid {
+                var: var.into(),
+                message: e.to_string(),
+                value: v,
+            }),
+        }
+    }
+
+    /// A comma-separated list; empty items are dropped.
+    pub fn list(&self, var: &str, default: &[&str]) -> Result<Vec<String>, ConfigError> {
+        Ok(match self.get(var)? {
+            None => default.iter().map(|s| s.to_string()).collect(),
+            Some(v) => v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn file_form_is_read_and_trimmed() {
+        let dir = std::env::temp_dir().join(format!("ace-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("dsn");
+        std::fs::write(&path, "postgres://x@y/z\n").unwrap();
+        let vars = env(&[("ACE_DATABASE_URL_FILE", path.to_str().unwrap())]);
+        let e = Env::from_fn(|k| vars.get(k).cloned());
+        assert_eq!(
+            e.get("ACE_DATABASE_URL").unwrap().as_deref(),
+            Some("postgres://x@y/z")
+        );
+    }
+
+    #[test]
+    fn both_forms_is_an_error_naming_the_variable() {
+        let vars = env(&[("ACE_PREFIX", "a"), ("ACE_PREFIX_FILE", "/nonexistent")]);
+        let e = Env::from_fn(|k| vars.get(k).cloned());
+        let err = e.get("ACE_PREFIX").unwrap_err().to_string();
+        assert!(err.contains("ACE_PREFIX"), "{err}");
+    }
+
+    #[test]
+    fn bad_number_names_variable_and_value() {
+        let vars = env(&[("ACE_BATCH_MAX_ENTRIES", "lots")]);
+        let e = Env::from_fn(|k| vars.get(k).cloned());
+        let err = e.parse("ACE_BATCH_MAX_ENTRIES", 1000usize).unwrap_err().to_string();
+        assert!(err.contains("ACE_BATCH_MAX_ENTRIES") && err.contains("lots"), "{err}");
+    }
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret(<redacted>)");
+    }
+}

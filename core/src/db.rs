@@ -1,0 +1,380 @@
+//! Postgres plumbing shared by the services and acectl: connecting, migrating, checking a
+//! role's privileges, and reading the producer registry.
+
+use std::collections::HashMap;
+
+use deadpool_postgres::{Pool, Runtime};
+use tokio_postgres::{Client, NoTls};
+
+use crate::ids::KeyId;
+use crate::keys::RegisteredKey;
+use crate::policy::ProducerStatus;
+
+mod embedded {
+    refinery::embed_migrations!("../sql/migrations");
+}
+
+/// The roles script (sql/roles.sql), run before the migrations.
+pub const ROLES_SQL: &str = include_str!("../../sql/roles.sql");
+
+/// Advisory lock key that serialises concurrent `acectl db migrate` runs ("ACEMIGR" in ASCII).
+pub const MIGRATION_LOCK_KEY: i64 = 0x4143_454d_4947_52;
+
+/// The tables whose rows are never updated or deleted.
+pub const LOG_TABLES: [&str; 4] = [
+    "ledger_entries",
+    "ledger_subjects",
+    "ledger_tiles",
+    "ledger_blocks",
+];
+
+/// Every table the migrations create.
+pub const ALL_TABLES: [&str; 7] = [
+    "producers",
+    "producer_keys",
+    "ledger_entries",
+    "ledger_subjects",
+    "ledger_tiles",
+    "ledger_blocks",
+    "dlq_items",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("bad database URL ({0})")]
+    BadUrl(String),
+    #[error("cannot connect to Postgres at {target}: {source}")]
+    Connect {
+        target: String,
+        source: tokio_postgres::Error,
+    },
+    #[error("Postgres pool for {target}: {message}")]
+    Pool { target: String, message: String },
+    #[error("{what}: {source}")]
+    Query {
+        what: &'static str,
+        source: tokio_postgres::Error,
+    },
+    #[error("migrations failed: {0}")]
+    Migrate(String),
+    #[error("role {role} {problem}")]
+    Privilege { role: String, problem: String },
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl DbError {
+    pub fn query(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> DbError {
+        move |source| DbError::Query { what, source }
+    }
+
+    /// A fault that goes away by itself (server down, connection lost, overload): retry,
+    /// never reject the envelope.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DbError::Connect { .. } | DbError::Pool { .. } => true,
+            DbError::Query { source, .. } => is_transient(source),
+            _ => false,
+        }
+    }
+}
+
+/// Connection loss, shutdown, overload and serialization failures are transient; a
+/// constraint violation or a missing privilege is not.
+pub fn is_transient(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        // No SQLSTATE: an I/O error on the socket.
+        None => true,
+        Some(code) => {
+            let c = code.code();
+            c.starts_with("08") // connection exception
+                || c.starts_with("53") // insufficient resources
+                || c.starts_with("57P") // operator intervention (shutdown, crash)
+                || c == "40001" // serialization failure
+                || c == "40P01" // deadlock
+        }
+    }
+}
+
+/// "host:port/db as user" for error messages, never the password.
+pub fn describe_url(url: &str) -> String {
+    match url.parse::<tokio_postgres::Config>() {
+        Ok(cfg) => {
+            let host = cfg
+                .get_hosts()
+                .first()
+                .map(|h| match h {
+                    tokio_postgres::config::Host::Tcp(s) => s.clone(),
+                    tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+                })
+                .unwrap_or_else(|| "localhost".into());
+            let port = cfg.get_ports().first().copied().unwrap_or(5432);
+            format!(
+                "{host}:{port}/{} as {}",
+                cfg.get_dbname().unwrap_or("?"),
+                cfg.get_user().unwrap_or("?")
+            )
+        }
+        Err(_) => "<unparseable URL>".into(),
+    }
+}
+
+/// One connection, its driver task spawned on the current runtime.
+pub async fn connect(url: &str) -> Result<Client, DbError> {
+    let cfg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+        DbError::BadUrl(format!("{}: {e}", describe_url(url)))
+    })?;
+    let (client, conn) = cfg.connect(NoTls).await.map_err(|source| DbError::Connect {
+        target: describe_url(url),
+        source,
+    })?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "postgres connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// A pool; connections are opened lazily, so this does not touch the server.
+pub fn pool(url: &str, max_size: usize) -> Result<Pool, DbError> {
+    let pg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+        DbError::BadUrl(format!("{}: {e}", describe_url(url)))
+    })?;
+    let mgr = deadpool_postgres::Manager::from_config(
+        pg,
+        NoTls,
+        deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(mgr)
+        .max_size(max_size)
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|e| DbError::Pool {
+            target: describe_url(url),
+            message: e.to_string(),
+        })
+}
+
+/// What `migrate` did.
+#[derive(Debug, Clone)]
+pub struct MigrateReport {
+    pub applied: Vec<String>,
+}
+
+/// Create the roles if missing, then apply pending migrations as `ace_owner`, all under
+/// an advisory lock so concurrent runs serialise instead of racing. Run by
+/// `acectl db migrate`, never implicitly by services.
+pub async fn migrate(client: &mut Client) -> Result<MigrateReport, DbError> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await
+        .map_err(DbError::query("taking the migration lock"))?;
+    let result = migrate_locked(client).await;
+    // The lock is released with the session anyway; unlock explicitly for pooled callers.
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+        .await;
+    result
+}
+
+async fn migrate_locked(client: &mut Client) -> Result<MigrateReport, DbError> {
+    let row = client
+        .query_one(
+            "SELECT current_user::text, \
+                    (SELECT count(*) FROM pg_roles WHERE rolname IN ('ace_owner','ace_writer','ace_reader','ace_anchor','ace_dashboard'))",
+            &[],
+        )
+        .await
+        .map_err(DbError::query("checking roles before migrating"))?;
+    let user: String = row.get(0);
+    let roles: i64 = row.get(1);
+    if roles < 5 {
+        client
+            .batch_execute(ROLES_SQL)
+            .await
+            .map_err(|e| DbError::Migrate(format!("creating roles (sql/roles.sql) as {user}: {e}")))?;
+    }
+    let owner_can_create: bool = client
+        .query_one(
+            "SELECT has_schema_privilege('ace_owner', 'public', 'CREATE')",
+            &[],
+        )
+        .await
+        .map_err(DbError::query("checking ace_owner's schema privilege"))?
+        .get(0);
+    if !owner_can_create {
+        client
+            .batch_execute("GRANT USAGE, CREATE ON SCHEMA public TO ace_owner")
+            .await
+            .map_err(|e| {
+                DbError::Migrate(format!(
+                    "granting CREATE on schema public to ace_owner as {user}: {e}"
+                ))
+            })?;
+    }
+    if user != "ace_owner" {
+        client
+            .batch_execute("SET ROLE ace_owner")
+            .await
+            .map_err(|e| DbError::Migrate(format!("SET ROLE ace_owner as {user}: {e}")))?;
+    }
+    let report = embedded::migrations::runner()
+        .set_abort_divergent(true)
+        .set_abort_missing(true)
+        .run_async(client)
+        .await;
+    if user != "ace_owner" {
+        let _ = client.batch_execute("RESET ROLE").await;
+    }
+    let report = report.map_err(|e| DbError::Migrate(e.to_string()))?;
+    Ok(MigrateReport {
+        applied: report
+            .applied_migrations()
+            .iter()
+            .map(|m| m.to_string())
+            .collect(),
+    })
+}
+
+/// A privilege on a table, as `has_table_privilege` names it.
+#[derive(Debug, Clone, Copy)]
+pub struct TablePrivilege {
+    pub table: &'static str,
+    pub privilege: &'static str,
+}
+
+/// Check at start that the connected role holds every `required` privilege and none of
+/// the `forbidden` ones, and is not a superuser (which holds them all). The error names
+/// the role, the table and the privilege.
+pub async fn assert_privileges(
+    client: &Client,
+    required: &[TablePrivilege],
+    forbidden: &[TablePrivilege],
+) -> Result<String, DbError> {
+    let row = client
+        .query_one(
+            "SELECT current_user::text, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .map_err(DbError::query("reading the connected role"))?;
+    let role: String = row.get(0);
+    let superuser: bool = row.get(1);
+    if superuser {
+        return Err(DbError::Privilege {
+            role,
+            problem: "is a superuser: it could rewrite the log. Connect as the service's own role (see docs/operator.md, \"Postgres roles\")".into(),
+        });
+    }
+    let check = |tp: &TablePrivilege| {
+        let sql = "SELECT has_table_privilege(current_user, $1, $2)";
+        (sql, tp.table, tp.privilege)
+    };
+    for tp in required {
+        let (sql, t, p) = check(tp);
+        let has: bool = client
+            .query_one(sql, &[&t, &p])
+            .await
+            .map_err(|e| DbError::Privilege {
+                role: role.clone(),
+                problem: format!("cannot be checked for {p} on {t}: {e} (has `acectl db migrate` run?)"),
+            })?
+            .get(0);
+        if !has {
+            return Err(DbError::Privilege {
+                role,
+                problem: format!("lacks {p} on {t}, which it needs (re-run `acectl db migrate` to restore the grants)"),
+            });
+        }
+    }
+    for tp in forbidden {
+        let (sql, t, p) = check(tp);
+        let has: bool = client
+            .query_one(sql, &[&t, &p])
+            .await
+            .map_err(DbError::query("checking a forbidden privilege"))?
+            .get(0);
+        if has {
+            let problem = format!(
+                "holds {p} on {t}, which it must not have: revoke it (REVOKE {p} ON {t} FROM {role})"
+            );
+            return Err(DbError::Privilege { role, problem });
+        }
+    }
+    Ok(role)
+}
+
+/// Registered producers among `ids`, with their status.
+pub async fn load_producers(
+    client: &Client,
+    ids: &[String],
+) -> Result<HashMap<String, ProducerStatus>, DbError> {
+    let rows = client
+        .query(
+            "SELECT producer, status FROM producers WHERE producer = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .map_err(DbError::query("reading producers"))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let status: &str = r.get(1);
+            let s = if status == "suspended" {
+                ProducerStatus::Suspended
+            } else {
+                ProducerStatus::Active
+            };
+            (r.get::<_, String>(0), s)
+        })
+        .collect())
+}
+
+/// Registered keys among `keyids` (of any producer).
+pub async fn load_keys(
+    client: &Client,
+    keyids: &[String],
+) -> Result<HashMap<String, RegisteredKey>, DbError> {
+    let rows = client
+        .query(
+            "SELECT keyid, producer, public_key, \
+                    (extract(epoch FROM valid_from) * 1000)::bigint, \
+                    (extract(epoch FROM valid_until) * 1000)::bigint, \
+                    (extract(epoch FROM revoked_at) * 1000)::bigint \
+             FROM producer_keys WHERE keyid = ANY($1)",
+            &[&keyids],
+        )
+        .await
+        .map_err(DbError::query("reading producer keys"))?;
+    let mut out = HashMap::with_capacity(rows.len());
+    for r in rows {
+        let keyid: String = r.get(0);
+        let pk: Vec<u8> = r.get(2);
+        let bytes: [u8; 32] = pk
+            .as_slice()
+            .try_into()
+            .map_err(|_| DbError::Corrupt(format!("producer_keys {keyid}: public key is not 32 bytes")))?;
+        let public_key = ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+            .map_err(|e| DbError::Corrupt(format!("producer_keys {keyid}: public key: {e}")))?;
+        let id = KeyId::parse(&keyid)
+            .map_err(|e| DbError::Corrupt(format!("producer_keys {keyid}: {e}")))?;
+        out.insert(
+            keyid,
+            RegisteredKey {
+                keyid: id,
+                producer: r.get(1),
+                public_key,
+                valid_from_ms: r.get(3),
+                valid_until_ms: r.get(4),
+                revoked_at_ms: r.get(5),
+            },
+        );
+    }
+    Ok(out)
+}

@@ -1,0 +1,54 @@
+# Sourced by stack-up.sh and test.sh: make sure PostgreSQL 15+ and nats-server (with
+# JetStream) are installed and running on loopback. Installs from apt when missing.
+# Never stops or reconfigures a server that is already running.
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+ensure_packages() {
+  local missing=()
+  command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
+  command -v pg_ctlcluster >/dev/null 2>&1 || missing+=(postgresql postgresql-contrib)
+  command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing from apt: ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  fi
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "cargo is missing: install a Rust toolchain (1.89 or newer, e.g. with rustup) and re-run" >&2
+    exit 1
+  fi
+}
+
+ensure_postgres() {
+  if port_open 5432; then return; fi
+  local v
+  v=$(ls /etc/postgresql 2>/dev/null | sort -n | tail -1)
+  if [ -z "$v" ]; then echo "no PostgreSQL cluster under /etc/postgresql" >&2; exit 1; fi
+  echo "starting PostgreSQL $v"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$v" main start
+  for _ in $(seq 1 50); do port_open 5432 && return; sleep 0.2; done
+  echo "PostgreSQL did not start listening on 127.0.0.1:5432" >&2; exit 1
+}
+
+ensure_nats() {
+  if port_open 4222; then return; fi
+  local bin store
+  bin=$(command -v nats-server || echo /usr/sbin/nats-server)
+  store="${ACE_NATS_STORE:-/var/lib/nats-server}"
+  as_root mkdir -p "$store"
+  echo "starting nats-server (JetStream store $store)"
+  as_root start-stop-daemon --start --oknodo --background --exec "$bin" -- \
+    -a 127.0.0.1 -p 4222 -js -sd "$store" -l /var/log/nats-server.log
+  for _ in $(seq 1 50); do port_open 4222 && return; sleep 0.2; done
+  echo "nats-server did not start listening on 127.0.0.1:4222 (see /var/log/nats-server.log)" >&2; exit 1
+}
+
+ensure_nextest() {
+  if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "installing cargo-nextest from crates.io"
+    cargo install --locked cargo-nextest
+  fi
+}

@@ -1,0 +1,176 @@
+//! The writer's settings. Every one is read from `ACE_<NAME>` or, for a file holding the
+//! value, `ACE_<NAME>_FILE` (docs/writer.md lists them with their defaults).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ace_core::config::{ConfigError, Env, Secret};
+use ace_core::envelope::IN_TOTO_PAYLOAD_TYPE;
+use ace_core::policy::Policy;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `ACE_NATS_URL`, default `nats://127.0.0.1:4222`.
+    pub nats_url: String,
+    /// `ACE_NATS_CREDS`: a .creds file; unset = no credentials.
+    pub nats_creds: Option<String>,
+    /// `ACE_NATS_NKEY_FILE`: a file holding the writer's NKey seed.
+    pub nats_nkey_file: Option<String>,
+    /// `ACE_DATABASE_URL`: the ace_writer role's DSN (required).
+    pub database_url: Secret,
+    /// `ACE_PREFIX`, default `ace`.
+    pub prefix: String,
+    /// `ACE_LOG_ORIGIN`: the checkpoint origin line; default the ledger key's name. Must
+    /// equal the key's name when both are set.
+    pub log_origin: Option<String>,
+    /// `ACE_LEDGER_KEY_FILE`: the ledger's note signing key (required).
+    pub ledger_key_file: PathBuf,
+    /// `ACE_WRITER_LISTEN`, default `127.0.0.1:9101` (health and metrics).
+    pub listen: SocketAddr,
+    /// `ACE_BATCH_MAX_ENTRIES`, default 1000: a batch is cut at this many messages…
+    pub batch_max_entries: usize,
+    /// `ACE_BATCH_MAX_DELAY_MS`, default 50: …or after this long, whichever comes first.
+    pub batch_max_delay: Duration,
+    /// `ACE_MAX_ENVELOPE_BYTES`, default 524288: larger envelopes are `too_large`.
+    pub max_envelope_bytes: usize,
+    /// `ACE_ALLOWED_PAYLOAD_TYPES` (comma list), default the in-toto type only.
+    /// `ACE_ALLOWED_PREDICATE_TYPES` (comma list of prefixes), default: any.
+    /// `ACE_MAX_SUBJECTS`, default 1024.
+    pub policy: Policy,
+    /// `ACE_STANDBY_POLL_MS`, default 1000: how often a standby tries to take the lead.
+    pub standby_poll: Duration,
+    /// `ACE_RETRY_MAX_MS`, default 5000: longest pause between reconnection attempts.
+    pub retry_max: Duration,
+    /// `ACE_NAK_DELAY_MS`, default 1000: redelivery delay asked for a batch abandoned
+    /// on a transient fault.
+    pub nak_delay: Duration,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Self::from(&Env::process())
+    }
+
+    pub fn from(env: &Env) -> Result<Config, ConfigError> {
+        let ms = |var: &str, default: u64| -> Result<Duration, ConfigError> {
+            env.parse(var, default).map(Duration::from_millis)
+        };
+        let cfg = Config {
+            nats_url: env.string("ACE_NATS_URL", "nats://127.0.0.1:4222")?,
+            nats_creds: env.get("ACE_NATS_CREDS")?,
+            nats_nkey_file: env.get("ACE_NATS_NKEY_FILE")?,
+            database_url: Secret::new(env.required(
+                "ACE_DATABASE_URL",
+                "the writer's DSN, e.g. postgres://ace_writer@127.0.0.1/ace",
+            )?),
+            prefix: env.string("ACE_PREFIX", "ace")?,
+            log_origin: env.get("ACE_LOG_ORIGIN")?,
+            ledger_key_file: PathBuf::from(env.required(
+                "ACE_LEDGER_KEY_FILE",
+                "the ledger key made by `acectl ledger-key generate --out FILE`",
+            )?),
+            listen: env.parse("ACE_WRITER_LISTEN", SocketAddr::from(([127, 0, 0, 1], 9101)))?,
+            batch_max_entries: env.parse("ACE_BATCH_MAX_ENTRIES", 1000)?,
+            batch_max_delay: ms("ACE_BATCH_MAX_DELAY_MS", 50)?,
+            max_envelope_bytes: env.parse("ACE_MAX_ENVELOPE_BYTES", 512 * 1024)?,
+            policy: Policy {
+                allowed_payload_types: env.list("ACE_ALLOWED_PAYLOAD_TYPES", &[IN_TOTO_PAYLOAD_TYPE])?,
+                allowed_predicate_types: env.list("ACE_ALLOWED_PREDICATE_TYPES", &[])?,
+                max_subjects: env.parse("ACE_MAX_SUBJECTS", 1024)?,
+            },
+            standby_poll: ms("ACE_STANDBY_POLL_MS", 1000)?,
+            retry_max: ms("ACE_RETRY_MAX_MS", 5000)?,
+            nak_delay: ms("ACE_NAK_DELAY_MS", 1000)?,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reject settings that cannot work, naming the variable.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |var: &str, value: String, message: &str| {
+            Err(ConfigError::Invalid {
+                var: var.into(),
+                value,
+                message: message.into(),
+            })
+        };
+        if self.batch_max_entries == 0 || self.batch_max_entries > 100_000 {
+            return bad(
+                "ACE_BATCH_MAX_ENTRIES",
+                self.batch_max_entries.to_string(),
+                "must be between 1 and 100000",
+            );
+        }
+        if self.batch_max_delay < Duration::from_millis(1) {
+            return bad(
+                "ACE_BATCH_MAX_DELAY_MS",
+                self.batch_max_delay.as_millis().to_string(),
+                "must be at least 1",
+            );
+        }
+        if self.max_envelope_bytes == 0 {
+            return bad("ACE_MAX_ENVELOPE_BYTES", "0".into(), "must be positive");
+        }
+        if self.policy.allowed_payload_types.is_empty() {
+            return bad(
+                "ACE_ALLOWED_PAYLOAD_TYPES",
+                String::new(),
+                "must admit at least one payload type",
+            );
+        }
+        if ace_core::nats::Names::new(&self.prefix).is_err() {
+            return bad(
+                "ACE_PREFIX",
+                self.prefix.clone(),
+                "must be a NATS subject token: letters, digits, '-' or '_'",
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from(&Env::from_fn(move |k| m.get(k).cloned()))
+    }
+
+    #[test]
+    fn defaults_follow_design() {
+        let c = env(&[("ACE_DATABASE_URL", "postgres://w@h/d"), ("ACE_LEDGER_KEY_FILE", "/k")]).unwrap();
+        assert_eq!(c.nats_url, "nats://127.0.0.1:4222");
+        assert_eq!(c.prefix, "ace");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9101");
+        assert_eq!(c.batch_max_entries, 1000);
+        assert_eq!(c.batch_max_delay, Duration::from_millis(50));
+        assert_eq!(c.policy.allowed_payload_types, vec![IN_TOTO_PAYLOAD_TYPE.to_string()]);
+        assert!(!format!("{c:?}").contains("postgres://w@h/d"));
+    }
+
+    #[test]
+    fn missing_and_bad_settings_are_named() {
+        let e = env(&[("ACE_LEDGER_KEY_FILE", "/k")]).unwrap_err().to_string();
+        assert!(e.contains("ACE_DATABASE_URL"), "{e}");
+        let e = env(&[
+            ("ACE_DATABASE_URL", "x"),
+            ("ACE_LEDGER_KEY_FILE", "/k"),
+            ("ACE_BATCH_MAX_ENTRIES", "0"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("ACE_BATCH_MAX_ENTRIES"), "{e}");
+        let e = env(&[("ACE_DATABASE_URL", "x"), ("ACE_LEDGER_KEY_FILE", "/k"), ("ACE_PREFIX", "a.b")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ACE_PREFIX"), "{e}");
+    }
+}

@@ -1,0 +1,615 @@
+//! The writer's main loop: leadership, batches, and fault handling.
+//!
+//! Every outcome is sorted three ways. Rejected: a DLQ row in the batch's transaction,
+//! then an ack. Transient (Postgres or NATS unreachable): the batch is abandoned, its
+//! messages are nak'ed with a delay, and the writer reconnects with backoff; never the
+//! DLQ. Fatal for this leadership (the log moved under us, a corrupt row): abandon the
+//! batch, drop the connection (and with it the lock), reload.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ace_core::checkpoint::{NoteError, NoteSigner};
+use ace_core::db::{self, DbError, TablePrivilege};
+use ace_core::nats::{Names, NatsError, WRITER_CONSUMER};
+use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use tokio_postgres::Client;
+
+use crate::batch::{self, LogState};
+use crate::config::Config;
+use crate::http::{self, Role, Status};
+use crate::metrics::{Metrics, UNKNOWN_PRODUCER_LABEL};
+use crate::store;
+use crate::verify::{self, Incoming, Registry, Verdict};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriterError {
+    #[error("ledger key {path}: {reason}")]
+    LedgerKey { path: String, reason: String },
+    #[error("ACE_LOG_ORIGIN is {origin:?} but the ledger key {path} is named {key_name:?}; they must match")]
+    OriginMismatch {
+        origin: String,
+        key_name: String,
+        path: String,
+    },
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+    #[error("JetStream is not set up: {0} (run `acectl nats init` with the same ACE_PREFIX)")]
+    NotInitialised(String),
+    #[error("{0}")]
+    Database(DbError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Why a batch was abandoned.
+#[derive(Debug, thiserror::Error)]
+enum BatchError {
+    #[error("{0}")]
+    Transient(String),
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl From<DbError> for BatchError {
+    fn from(e: DbError) -> Self {
+        if e.is_transient() {
+            BatchError::Transient(format!("postgres: {e}"))
+        } else {
+            BatchError::Fatal(format!("postgres: {e}"))
+        }
+    }
+}
+
+impl From<NoteError> for BatchError {
+    fn from(e: NoteError) -> Self {
+        BatchError::Fatal(format!("signing the checkpoint: {e}"))
+    }
+}
+
+impl From<batch::PlanError> for BatchError {
+    fn from(e: batch::PlanError) -> Self {
+        BatchError::Fatal(e.to_string())
+    }
+}
+
+/// What the writer needs of its role; anything more on the log is refused.
+const REQUIRED: &[TablePrivilege] = &[
+    TablePrivilege { table: "producers", privilege: "SELECT" },
+    TablePrivilege { table: "producer_keys", privilege: "SELECT" },
+    TablePrivilege { table: "ledger_entries", privilege: "SELECT" },
+    TablePrivilege { table: "ledger_entries", privilege: "INSERT" },
+    TablePrivilege { table: "ledger_subjects", privilege: "INSERT" },
+    TablePrivilege { table: "ledger_tiles", privilege: "SELECT" },
+    TablePrivilege { table: "ledger_tiles", privilege: "INSERT" },
+    TablePrivilege { table: "ledger_blocks", privilege: "SELECT" },
+    TablePrivilege { table: "ledger_blocks", privilege: "INSERT" },
+    TablePrivilege { table: "dlq_items", privilege: "INSERT" },
+];
+
+fn forbidden() -> Vec<TablePrivilege> {
+    let mut v = Vec::new();
+    for table in db::LOG_TABLES {
+        for privilege in ["UPDATE", "DELETE", "TRUNCATE"] {
+            v.push(TablePrivilege { table, privilege });
+        }
+    }
+    for table in ["producers", "producer_keys"] {
+        for privilege in ["INSERT", "UPDATE", "DELETE", "TRUNCATE"] {
+            v.push(TablePrivilege { table, privilege });
+        }
+    }
+    v
+}
+
+/// The sequencer's advisory lock key, per origin, so that several logs can share a database.
+fn lock_key(origin: &str) -> i64 {
+    let h = Sha256::digest(format!("ace-ledger-writer\n{origin}"));
+    i64::from_be_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]])
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Logs a fault once when it starts and once when it clears, not on every retry.
+#[derive(Default)]
+struct FaultLog {
+    current: Option<String>,
+}
+
+impl FaultLog {
+    fn fault(&mut self, what: &str, detail: &str) {
+        let key = format!("{what}: {detail}");
+        if self.current.as_deref() != Some(key.as_str()) {
+            tracing::error!(component = what, error = detail, "fault; retrying with backoff");
+            self.current = Some(key);
+        }
+    }
+    fn clear(&mut self, what: &str) {
+        if let Some(prev) = self.current.take() {
+            tracing::info!(component = what, previous = %prev, "recovered");
+        }
+    }
+}
+
+struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(max: Duration) -> Self {
+        Backoff {
+            next: Duration::from_millis(100),
+            max,
+        }
+    }
+    fn reset(&mut self) {
+        self.next = Duration::from_millis(100);
+    }
+    async fn wait(&mut self, shutdown: &mut watch::Receiver<bool>) {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let _ = tokio::time::timeout(d, shutdown.wait_for(|s| *s)).await;
+    }
+}
+
+fn load_signer(cfg: &Config) -> Result<NoteSigner, WriterError> {
+    let path = cfg.ledger_key_file.display().to_string();
+    let text = std::fs::read_to_string(&cfg.ledger_key_file).map_err(|e| WriterError::LedgerKey {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let signer = NoteSigner::parse_key_file(text.trim()).map_err(|e| WriterError::LedgerKey {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    if let Some(origin) = &cfg.log_origin {
+        if origin != signer.name() {
+            return Err(WriterError::OriginMismatch {
+                origin: origin.clone(),
+                key_name: signer.name().to_string(),
+                path,
+            });
+        }
+    }
+    Ok(signer)
+}
+
+struct Writer {
+    cfg: Config,
+    names: Names,
+    signer: NoteSigner,
+    metrics: Arc<Metrics>,
+    status: Arc<Status>,
+    js: jetstream::Context,
+    consumer: PullConsumer,
+    faults: FaultLog,
+}
+
+/// Run the writer until `shutdown` turns true. A batch in flight when it does is finished
+/// (committed and acked) or, if it cannot be, abandoned uncommitted for redelivery.
+pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<(), WriterError> {
+    let signer = load_signer(&cfg)?;
+    let names = Names::new(&cfg.prefix)?;
+    let metrics = Arc::new(Metrics::new()?);
+    let status = Arc::new(Status::default());
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| WriterError::Listen {
+            addr: cfg.listen,
+            source,
+        })?;
+    let app = http::app(http::AppState {
+        status: status.clone(),
+        metrics: metrics.clone(),
+    });
+    let mut http_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = http_shutdown.wait_for(|s| *s).await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "health and metrics server stopped");
+        }
+    });
+    tracing::info!(listen = %cfg.listen, prefix = %names.prefix(), origin = signer.name(), "writer starting");
+
+    let nats = ace_core::nats::ConnectOptions {
+        url: cfg.nats_url.clone(),
+        creds_file: cfg.nats_creds.clone(),
+        nkey_file: cfg.nats_nkey_file.clone(),
+        name: format!("ace-writer {}", names.prefix()),
+    };
+    let mut faults = FaultLog::default();
+    let mut backoff = Backoff::new(cfg.retry_max);
+    let client = loop {
+        match ace_core::nats::connect(&nats).await {
+            Ok(c) => break c,
+            Err(e @ NatsError::Credentials { .. }) => return Err(e.into()),
+            Err(e) => {
+                metrics.transient_errors.with_label_values(&["nats"]).inc();
+                faults.fault("nats", &e.to_string());
+                backoff.wait(&mut shutdown).await;
+                if *shutdown.borrow() {
+                    return Ok(());
+                }
+            }
+        }
+    };
+    faults.clear("nats");
+    status.set_nats(true);
+    let js = jetstream::new(client.clone());
+    let stream_name = names.intake_stream();
+    let stream = js
+        .get_stream(&stream_name)
+        .await
+        .map_err(|e| WriterError::NotInitialised(format!("stream {stream_name}: {e}")))?;
+    let consumer: PullConsumer = stream.get_consumer(WRITER_CONSUMER).await.map_err(|e| {
+        WriterError::NotInitialised(format!("consumer {WRITER_CONSUMER} on {stream_name}: {e}"))
+    })?;
+
+    let mut w = Writer {
+        cfg,
+        names,
+        signer,
+        metrics,
+        status,
+        js,
+        consumer,
+        faults,
+    };
+    let nats_status = w.status.clone();
+    let mut nats_events = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            nats_status.set_nats(client.connection_state() == async_nats::connection::State::Connected);
+            if tokio::time::timeout(Duration::from_millis(500), nats_events.wait_for(|s| *s))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+        }
+    });
+    w.lead_or_stand_by(&mut shutdown).await
+}
+
+impl Writer {
+    /// Outer loop: connect, check privileges, take the lock (or wait as a standby),
+    /// then sequence until a fault or shutdown.
+    async fn lead_or_stand_by(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), WriterError> {
+        let mut backoff = Backoff::new(self.cfg.retry_max);
+        let url = self.cfg.database_url.expose().to_string();
+        let forbidden = forbidden();
+        let key = lock_key(self.signer.name());
+        while !*shutdown.borrow() {
+            let mut pg = match db::connect(&url).await {
+                Ok(c) => c,
+                Err(e) => {
+                    self.status.set_postgres(false);
+                    self.metrics.transient_errors.with_label_values(&["postgres"]).inc();
+                    self.faults.fault("postgres", &e.to_string());
+                    backoff.wait(shutdown).await;
+                    continue;
+                }
+            };
+            self.status.set_postgres(true);
+            match db::assert_privileges(&pg, REQUIRED, &forbidden).await {
+                Ok(role) => tracing::debug!(role, "role privileges checked"),
+                Err(e) if e.is_transient() => {
+                    self.faults.fault("postgres", &e.to_string());
+                    backoff.wait(shutdown).await;
+                    continue;
+                }
+                Err(e) => return Err(WriterError::Database(e)),
+            }
+            self.faults.clear("postgres");
+            backoff.reset();
+
+            match self.take_lock(&pg, key, shutdown).await {
+                Ok(true) => {}
+                Ok(false) => break, // shutdown while standing by
+                Err(e) => {
+                    self.status.set_postgres(false);
+                    self.faults.fault("postgres", &e.to_string());
+                    backoff.wait(shutdown).await;
+                    continue;
+                }
+            }
+            self.status.set_role(Role::Leader);
+            self.metrics.leader.set(1);
+            tracing::info!("took the sequencer lock: leading");
+            let outcome = self.lead(&mut pg, shutdown).await;
+            self.metrics.leader.set(0);
+            self.status.set_role(Role::Standby);
+            drop(pg); // releases the lock with the session
+            match outcome {
+                Ok(()) => break,
+                Err(BatchError::Transient(e)) => {
+                    self.status.set_postgres(false);
+                    self.faults.fault("postgres", &e);
+                    backoff.wait(shutdown).await;
+                }
+                Err(BatchError::Fatal(e)) => {
+                    tracing::error!(error = %e, "leadership abandoned; reloading state");
+                    backoff.wait(shutdown).await;
+                }
+            }
+        }
+        tracing::info!("writer stopped");
+        Ok(())
+    }
+
+    /// Wait for the advisory lock. Ok(false) when shutdown came first.
+    async fn take_lock(&mut self, pg: &Client, key: i64, shutdown: &mut watch::Receiver<bool>) -> Result<bool, DbError> {
+        let mut announced = false;
+        loop {
+            let got: bool = pg
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+                .await
+                .map_err(DbError::query("trying the sequencer lock"))?
+                .get(0);
+            if got {
+                return Ok(true);
+            }
+            if !announced {
+                tracing::info!("another writer holds the sequencer lock: standing by");
+                announced = true;
+            }
+            self.status.set_role(Role::Standby);
+            if tokio::time::timeout(self.cfg.standby_poll, shutdown.wait_for(|s| *s))
+                .await
+                .is_ok()
+            {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Inner loop while holding the lock.
+    async fn lead(&mut self, pg: &mut Client, shutdown: &mut watch::Receiver<bool>) -> Result<(), BatchError> {
+        let mut state = match store::load_state(&*pg).await? {
+            Some(s) => s,
+            None => {
+                let genesis = batch::genesis(now_ms(), &self.signer)?;
+                store::ensure_genesis(pg, &genesis).await?;
+                store::load_state(&*pg)
+                    .await?
+                    .ok_or_else(|| BatchError::Fatal("genesis block missing after writing it".into()))?
+            }
+        };
+        self.metrics.tree_size.set(state.tree_size() as i64);
+        self.metrics.block_height.set(state.last_block.height as i64);
+        tracing::info!(tree_size = state.tree_size(), height = state.last_block.height, "log state loaded");
+        let mut nats_backoff = Backoff::new(self.cfg.retry_max);
+        loop {
+            let msgs = tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|s| *s) => return Ok(()),
+                r = self.fetch() => r,
+            };
+            let msgs = match msgs {
+                Ok(m) => {
+                    self.faults.clear("nats");
+                    nats_backoff.reset();
+                    m
+                }
+                Err(e) => {
+                    self.metrics.transient_errors.with_label_values(&["nats"]).inc();
+                    self.faults.fault("nats", &e);
+                    nats_backoff.wait(shutdown).await;
+                    continue;
+                }
+            };
+            if msgs.is_empty() {
+                continue;
+            }
+            if let Err(e) = self.process(pg, &mut state, &msgs).await {
+                for m in &msgs {
+                    let _ = m.ack_with(AckKind::Nak(Some(self.cfg.nak_delay))).await;
+                }
+                if let BatchError::Transient(_) = e {
+                    self.metrics.transient_errors.with_label_values(&["postgres"]).inc();
+                }
+                return Err(e);
+            }
+        }
+    }
+
+    async fn fetch(&self) -> Result<Vec<jetstream::Message>, String> {
+        let mut batch = self
+            .consumer
+            .batch()
+            .max_messages(self.cfg.batch_max_entries)
+            .expires(self.cfg.batch_max_delay)
+            .messages()
+            .await
+            .map_err(|e| format!("fetching from {}: {e}", self.names.intake_stream()))?;
+        let mut out = Vec::new();
+        while let Some(m) = batch.next().await {
+            match m {
+                Ok(m) => out.push(m),
+                Err(e) => {
+                    if out.is_empty() {
+                        return Err(format!("fetching from {}: {e}", self.names.intake_stream()));
+                    }
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn process(&mut self, pg: &mut Client, state: &mut LogState, msgs: &[jetstream::Message]) -> Result<(), BatchError> {
+        let started = Instant::now();
+        let incoming: Vec<Incoming> = msgs.iter().map(to_incoming).collect::<Result<_, _>>()?;
+
+        let names = self.names.clone();
+        let policy = self.cfg.policy.clone();
+        let max = self.cfg.max_envelope_bytes;
+        let inc = incoming.clone();
+        let parsed = tokio::task::spawn_blocking(move || verify::parse_all(&names, &policy, max, &inc))
+            .await
+            .map_err(|e| BatchError::Fatal(format!("parse task: {e}")))?;
+        let (producers, keyids) = verify::registry_needs(&parsed);
+        let registry = Registry {
+            producers: db::load_producers(pg, &producers).await?,
+            keys: db::load_keys(pg, &keyids).await?,
+        };
+        let now = now_ms();
+        let policy = self.cfg.policy.clone();
+        let verdicts: Vec<Verdict> =
+            tokio::task::spawn_blocking(move || verify::decide_all(parsed, &registry, &policy, now))
+                .await
+                .map_err(|e| BatchError::Fatal(format!("verify task: {e}")))?;
+
+        let digests: Vec<String> = verdicts
+            .iter()
+            .filter_map(|v| match v {
+                Verdict::Admit(a) => Some(a.digest.as_str().to_string()),
+                Verdict::Reject { .. } => None,
+            })
+            .collect();
+        let tx = pg
+            .transaction()
+            .await
+            .map_err(DbError::query("starting the batch transaction"))?;
+        // The lock makes this writer the only sequencer; this check turns any surprise
+        // (a restored backup, a second log writer on a misconfigured origin) into a reload
+        // instead of a fork. The unique keys on idx and height are the last backstop.
+        let latest = store::latest_block(&tx).await?;
+        if latest.as_ref() != Some(&state.last_block) {
+            return Err(BatchError::Fatal(format!(
+                "the log moved: expected block {} at tree size {}, found {:?}",
+                state.last_block.height,
+                state.tree_size(),
+                latest.map(|b| (b.height, b.tree_size))
+            )));
+        }
+        let existing = store::existing(&tx, &digests).await?;
+        let plan = batch::plan(state, &incoming, verdicts, &existing, now, &self.signer)?;
+        store::write_plan(&tx, &plan).await?;
+        tx.commit()
+            .await
+            .map_err(DbError::query("committing the batch"))?;
+        let committed_at = now_ms();
+        *state = plan.state.clone();
+
+        // Durable in Postgres: now, and only now, settle the messages on JetStream.
+        let acks = futures::future::join_all(msgs.iter().map(|m| m.double_ack())).await;
+        let failed = acks.iter().filter(|r| r.is_err()).count();
+        if failed > 0 {
+            self.metrics.ack_failures.inc_by(failed as u64);
+            tracing::warn!(failed, "JetStream acks failed after commit; those messages will be redelivered and deduplicated");
+        }
+        self.publish_outcomes(&plan, &incoming).await;
+
+        // Metrics, all from what was just committed.
+        let m = &self.metrics;
+        m.batch_size.observe(msgs.len() as f64);
+        m.batch_duration.observe(started.elapsed().as_secs_f64());
+        m.tree_size.set(state.tree_size() as i64);
+        m.block_height.set(state.last_block.height as i64);
+        m.dlq_items.inc_by(plan.dlq.len() as u64);
+        let mut known: HashMap<&str, bool> = HashMap::new();
+        for (i, (producer, ack)) in plan.acks.iter().enumerate() {
+            let registered = *known
+                .entry(producer.as_str())
+                .or_insert_with(|| ack.reason.as_ref().map(|r| r.code != ace_core::rejection::RejectionCode::UnknownProducer).unwrap_or(true));
+            let label = if registered { producer.as_str() } else { UNKNOWN_PRODUCER_LABEL };
+            m.envelopes.with_label_values(&[label, ack.status.as_str()]).inc();
+            if ack.status == ace_core::ack::AckStatus::Duplicate {
+                m.dedupe_hits.inc();
+            }
+            if let Some(r) = &ack.reason {
+                m.rejections.with_label_values(&[r.code.as_str()]).inc();
+            }
+            if let (true, Some(published)) = (registered, incoming.get(i).and_then(|x| x.published_at_ms)) {
+                let secs = (committed_at - published).max(0) as f64 / 1000.0;
+                m.publish_to_commit.with_label_values(&[label]).observe(secs);
+            }
+        }
+        if let Some(b) = &plan.block {
+            tracing::debug!(height = b.header.height, tree_size = b.header.tree_size, messages = msgs.len(), "block sealed");
+        }
+        Ok(())
+    }
+
+    /// Acks to producers and DLQ notices, published through JetStream and confirmed
+    /// together. A failure here loses no data (the outcome is committed and readable);
+    /// it is counted and logged.
+    async fn publish_outcomes(&self, plan: &batch::Plan, incoming: &[Incoming]) {
+        let mut pending = Vec::with_capacity(plan.acks.len() + plan.dlq.len());
+        for (producer, ack) in &plan.acks {
+            pending.push(self.js.publish(self.names.ack_subject(producer), ack.to_json().into()));
+        }
+        for d in &plan.dlq {
+            let notice = serde_json::json!({
+                "stream_seq": d.stream_seq,
+                "subject": d.subject,
+                "producer": d.producer,
+                "digest": d.digest,
+                "reason": d.rejection,
+                "size": d.envelope.len(),
+            });
+            pending.push(self.js.publish(self.names.dlq_subject(&d.producer), notice.to_string().into()));
+        }
+        let sent = futures::future::join_all(pending).await;
+        let mut confirms = Vec::with_capacity(sent.len());
+        let mut failed = 0usize;
+        for s in sent {
+            match s {
+                Ok(f) => confirms.push(std::future::IntoFuture::into_future(f)),
+                Err(_) => failed += 1,
+            }
+        }
+        failed += futures::future::join_all(confirms)
+            .await
+            .iter()
+            .filter(|r| r.is_err())
+            .count();
+        if failed > 0 {
+            self.metrics.transient_errors.with_label_values(&["nats"]).inc();
+            tracing::warn!(failed, total = incoming.len(), "some acks or DLQ notices were not confirmed by JetStream");
+        }
+    }
+}
+
+fn to_incoming(m: &jetstream::Message) -> Result<Incoming, BatchError> {
+    let info = m
+        .info()
+        .map_err(|e| BatchError::Fatal(format!("message on {} has no JetStream metadata: {e}", m.subject)))?;
+    let mut headers = serde_json::Map::new();
+    let mut published_at_ms = None;
+    if let Some(h) = &m.headers {
+        for (name, values) in h.iter() {
+            let vals: Vec<String> = values.iter().map(|v| v.as_str().to_string()).collect();
+            if AsRef::<str>::as_ref(name) == "Ace-Published-At" {
+                published_at_ms = vals
+                    .first()
+                    .and_then(|v| chrono::DateTime::parse_from_rfc3339(v).ok())
+                    .map(|t| t.timestamp_millis());
+            }
+            headers.insert(name.to_string(), serde_json::json!(vals));
+        }
+    }
+    Ok(Incoming {
+        subject: m.subject.to_string(),
+        payload: m.payload.clone(),
+        stream_seq: info.stream_sequence,
+        published_at_ms,
+        headers: serde_json::Value::Object(headers),
+    })
+}

@@ -1,0 +1,273 @@
+//! The writer's Postgres side: load the log's state, look up digests, and write a
+//! planned batch in one transaction. Runs on the connection that holds the sequencer's
+//! advisory lock, so losing the connection loses the lock and the transaction together.
+
+use std::collections::HashMap;
+
+use ace_core::block::BlockHeader;
+use ace_core::db::DbError;
+use ace_core::merkle::Hash;
+use ace_core::tiles::{self, TileAppender, TileSet};
+use tokio_postgres::{Client, GenericClient, Transaction};
+
+use crate::batch::{ExistingEntry, LogState, Plan, SealedBlock};
+
+fn hash(v: &[u8], what: &str) -> Result<Hash, DbError> {
+    v.try_into()
+        .map_err(|_| DbError::Corrupt(format!("{what} is {} bytes, not 32", v.len())))
+}
+
+fn u64_of(v: i64, what: &str) -> Result<u64, DbError> {
+    u64::try_from(v).map_err(|_| DbError::Corrupt(format!("{what} is negative ({v})")))
+}
+
+/// The latest block header, if any block exists.
+pub async fn latest_block<C: GenericClient>(c: &C) -> Result<Option<BlockHeader>, DbError> {
+    let row = c
+        .query_opt(
+            "SELECT height, first_index, tree_size, root_hash, prev_block_hash, sealed_at, block_hash \
+             FROM ledger_blocks ORDER BY height DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .map_err(DbError::query("reading the latest block"))?;
+    let Some(r) = row else { return Ok(None) };
+    let height = u64_of(r.get(0), "ledger_blocks.height")?;
+    let header = BlockHeader {
+        height,
+        first_index: u64_of(r.get(1), "ledger_blocks.first_index")?,
+        tree_size: u64_of(r.get(2), "ledger_blocks.tree_size")?,
+        root_hash: hash(r.get(3), "ledger_blocks.root_hash")?,
+        prev_block_hash: hash(r.get(4), "ledger_blocks.prev_block_hash")?,
+        sealed_at: r.get(5),
+    };
+    let stored = hash(r.get(6), "ledger_blocks.block_hash")?;
+    if header.block_hash() != stored {
+        return Err(DbError::Corrupt(format!(
+            "block {height}: stored block_hash {} does not match its header ({})",
+            hex::encode(stored),
+            hex::encode(header.block_hash())
+        )));
+    }
+    Ok(Some(header))
+}
+
+/// Read the right edge of the tree at `tree_size` from the stored tiles.
+pub async fn load_tiles<C: GenericClient>(c: &C, tree_size: u64) -> Result<TileAppender, DbError> {
+    let mut set = TileSet::new();
+    for id in tiles::partial_tile_ids(tree_size) {
+        let row = c
+            .query_opt(
+                "SELECT width, hashes FROM ledger_tiles WHERE level = $1 AND idx = $2 AND width >= $3 \
+                 ORDER BY width LIMIT 1",
+                &[&i16::from(id.level), &(id.index as i64), &(id.width as i16)],
+            )
+            .await
+            .map_err(DbError::query("reading a partial tile"))?;
+        let Some(r) = row else {
+            return Err(DbError::Corrupt(format!(
+                "tile {} is missing for tree size {tree_size}",
+                id.path()
+            )));
+        };
+        let bytes: Vec<u8> = r.get(1);
+        let hashes = tiles::tile_from_bytes(&bytes)
+            .map_err(|e| DbError::Corrupt(format!("tile {}: {e}", id.path())))?;
+        set.insert(id, hashes)
+            .map_err(|e| DbError::Corrupt(format!("tile {}: {e}", id.path())))?;
+    }
+    TileAppender::from_partial_tiles(tree_size, &set)
+        .map_err(|e| DbError::Corrupt(format!("rebuilding the tree's right edge at size {tree_size}: {e}")))
+}
+
+/// Load the state, checking that the tiles reproduce the latest block's root.
+pub async fn load_state<C: GenericClient>(c: &C) -> Result<Option<LogState>, DbError> {
+    let Some(last_block) = latest_block(c).await? else {
+        return Ok(None);
+    };
+    let tiles = load_tiles(c, last_block.tree_size).await?;
+    if tiles.root() != last_block.root_hash {
+        return Err(DbError::Corrupt(format!(
+            "tiles at tree size {} give root {}, block {} says {}",
+            last_block.tree_size,
+            hex::encode(tiles.root()),
+            last_block.height,
+            hex::encode(last_block.root_hash)
+        )));
+    }
+    Ok(Some(LogState { tiles, last_block }))
+}
+
+async fn insert_block<C: GenericClient>(c: &C, b: &SealedBlock) -> Result<(), DbError> {
+    let h = &b.header;
+    c.execute(
+        "INSERT INTO ledger_blocks (height, first_index, tree_size, root_hash, block_hash, prev_block_hash, sealed_at, checkpoint) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[
+            &(h.height as i64),
+            &(h.first_index as i64),
+            &(h.tree_size as i64),
+            &h.root_hash.as_slice(),
+            &b.block_hash.as_slice(),
+            &h.prev_block_hash.as_slice(),
+            &h.sealed_at,
+            &b.checkpoint,
+        ],
+    )
+    .await
+    .map_err(DbError::query("inserting the block"))?;
+    Ok(())
+}
+
+/// Write genesis if the log has no block yet; a no-op if another writer already did.
+pub async fn ensure_genesis(c: &mut Client, genesis: &SealedBlock) -> Result<(), DbError> {
+    let tx = c
+        .transaction()
+        .await
+        .map_err(DbError::query("starting the genesis transaction"))?;
+    if latest_block(&tx).await?.is_none() {
+        insert_block(&tx, genesis).await?;
+    }
+    tx.commit()
+        .await
+        .map_err(DbError::query("committing genesis"))
+}
+
+/// Entries already in the log among `digests`.
+pub async fn existing<C: GenericClient>(
+    c: &C,
+    digests: &[String],
+) -> Result<HashMap<String, ExistingEntry>, DbError> {
+    let rows = c
+        .query(
+            "SELECT digest, idx, block_height, stream_seq FROM ledger_entries WHERE digest = ANY($1)",
+            &[&digests],
+        )
+        .await
+        .map_err(DbError::query("looking up digests for dedupe"))?;
+    let mut out = HashMap::with_capacity(rows.len());
+    for r in rows {
+        let seq: Option<i64> = r.get(3);
+        out.insert(
+            r.get::<_, String>(0),
+            ExistingEntry {
+                index: u64_of(r.get(1), "ledger_entries.idx")?,
+                block: u64_of(r.get(2), "ledger_entries.block_height")?,
+                stream_seq: seq.and_then(|s| u64::try_from(s).ok()),
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Write a planned batch inside `tx`. Bulk inserts go through UNNEST so a batch is a
+/// handful of statements whatever its size.
+pub async fn write_plan(tx: &Transaction<'_>, plan: &Plan) -> Result<(), DbError> {
+    if let Some(block) = &plan.block {
+        insert_block(tx, block).await?;
+        let height = block.header.height as i64;
+        let n = plan.entries.len();
+        let mut idx = Vec::with_capacity(n);
+        let mut digest = Vec::with_capacity(n);
+        let mut producer = Vec::with_capacity(n);
+        let mut envelope: Vec<&[u8]> = Vec::with_capacity(n);
+        let mut leaf: Vec<&[u8]> = Vec::with_capacity(n);
+        let mut itime = Vec::with_capacity(n);
+        let mut ptype = Vec::with_capacity(n);
+        let mut pred: Vec<Option<&str>> = Vec::with_capacity(n);
+        let mut keyid = Vec::with_capacity(n);
+        let mut seq = Vec::with_capacity(n);
+        let mut warnings = Vec::with_capacity(n);
+        let (mut s_idx, mut s_name, mut s_alg, mut s_val) = (vec![], vec![], vec![], vec![]);
+        for e in &plan.entries {
+            idx.push(e.index as i64);
+            digest.push(e.digest.as_str());
+            producer.push(e.producer.as_str());
+            envelope.push(&e.envelope);
+            leaf.push(&e.leaf);
+            itime.push(e.integrated_time);
+            ptype.push(e.payload_type.as_str());
+            pred.push(e.predicate_type.as_deref());
+            keyid.push(e.keyid.as_str());
+            seq.push(e.stream_seq as i64);
+            warnings.push(serde_json::json!(e.warnings));
+            for s in &e.subjects {
+                s_idx.push(e.index as i64);
+                s_name.push(s.name.as_str());
+                s_alg.push(s.algorithm.as_str());
+                s_val.push(s.value.as_str());
+            }
+        }
+        tx.execute(
+            "INSERT INTO ledger_entries (idx, digest, producer, envelope, leaf, integrated_time, block_height, payload_type, predicate_type, keyid, stream_seq, warnings) \
+             SELECT i, d, p, e, l, t, $12, pt, pr, k, s, w \
+             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bytea[], $5::bytea[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::bigint[], $11::jsonb[]) \
+               AS u(i, d, p, e, l, t, pt, pr, k, s, w)",
+            &[&idx, &digest, &producer, &envelope, &leaf, &itime, &ptype, &pred, &keyid, &seq, &warnings, &height],
+        )
+        .await
+        .map_err(DbError::query("inserting entries"))?;
+        if !s_idx.is_empty() {
+            tx.execute(
+                "INSERT INTO ledger_subjects (idx, name, algorithm, value) \
+                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[])",
+                &[&s_idx, &s_name, &s_alg, &s_val],
+            )
+            .await
+            .map_err(DbError::query("inserting subjects"))?;
+        }
+        let mut t_level = Vec::with_capacity(plan.tiles.len());
+        let mut t_idx = Vec::with_capacity(plan.tiles.len());
+        let mut t_width = Vec::with_capacity(plan.tiles.len());
+        let mut t_bytes = Vec::with_capacity(plan.tiles.len());
+        for (id, hashes) in &plan.tiles {
+            t_level.push(i16::from(id.level));
+            t_idx.push(id.index as i64);
+            t_width.push(id.width as i16);
+            t_bytes.push(tiles::tile_to_bytes(hashes));
+        }
+        // A tile row of the same (level, idx, width) holds the same hashes, so an existing
+        // one is left as it is.
+        tx.execute(
+            "INSERT INTO ledger_tiles (level, idx, width, hashes) \
+             SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::smallint[], $4::bytea[]) \
+             ON CONFLICT DO NOTHING",
+            &[&t_level, &t_idx, &t_width, &t_bytes],
+        )
+        .await
+        .map_err(DbError::query("inserting tiles"))?;
+    }
+    if !plan.dlq.is_empty() {
+        let n = plan.dlq.len();
+        let mut seq = Vec::with_capacity(n);
+        let mut subject = Vec::with_capacity(n);
+        let mut producer = Vec::with_capacity(n);
+        let mut digest: Vec<Option<&str>> = Vec::with_capacity(n);
+        let mut code = Vec::with_capacity(n);
+        let mut detail = Vec::with_capacity(n);
+        let mut field: Vec<Option<&str>> = Vec::with_capacity(n);
+        let mut envelope: Vec<&[u8]> = Vec::with_capacity(n);
+        let mut headers = Vec::with_capacity(n);
+        for d in &plan.dlq {
+            seq.push(d.stream_seq as i64);
+            subject.push(d.subject.as_str());
+            producer.push(d.producer.as_str());
+            digest.push(d.digest.as_deref());
+            code.push(d.rejection.code.as_str());
+            detail.push(d.rejection.detail.as_str());
+            field.push(d.rejection.field.as_deref());
+            envelope.push(&d.envelope);
+            headers.push(&d.headers);
+        }
+        // A redelivered message that was already rejected keeps its first row.
+        tx.execute(
+            "INSERT INTO dlq_items (stream_seq, subject, producer, digest, code, detail, field, envelope, headers) \
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bytea[], $9::jsonb[]) \
+             ON CONFLICT (stream_seq) DO NOTHING",
+            &[&seq, &subject, &producer, &digest, &code, &detail, &field, &envelope, &headers],
+        )
+        .await
+        .map_err(DbError::query("inserting DLQ rows"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! Turning intake messages into verdicts: parse, check, verify signatures, apply policy.
+//! Pure functions over a registry snapshot; the signature checks run in parallel.
+//!
+//! Checks run cheapest first, and the first failure is the verdict: subject → size →
+//! envelope → payload type → statement → producer registered → signatures → policy.
+//! A well-signed copy of an entry already in the log is a duplicate; a badly signed one is
+//! rejected (the ledger never confirms anything to an invalid signer).
+
+use std::collections::{BTreeSet, HashMap};
+
+use ace_core::envelope::{Envelope, IN_TOTO_PAYLOAD_TYPE};
+use ace_core::ids::{EnvelopeDigest, KeyId, ProducerId};
+use ace_core::keys::{verify_envelope, RegisteredKey};
+use ace_core::nats::Names;
+use ace_core::policy::{Policy, ProducerStatus};
+use ace_core::rejection::{Rejection, RejectionCode};
+use ace_core::statement::{Statement, Subject};
+use bytes::Bytes;
+use rayon::prelude::*;
+
+/// One message from the intake stream.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub subject: String,
+    pub payload: Bytes,
+    pub stream_seq: u64,
+    /// From the `Ace-Published-At` header, unix ms.
+    pub published_at_ms: Option<i64>,
+    /// Headers kept with a DLQ row, for triage.
+    pub headers: serde_json::Value,
+}
+
+/// An envelope that passed every check and may be appended.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    pub producer: String,
+    pub digest: EnvelopeDigest,
+    pub payload_type: String,
+    pub predicate_type: Option<String>,
+    pub subjects: Vec<Subject>,
+    pub keyid: KeyId,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    Admit(Admitted),
+    Reject {
+        /// The subject's producer token, verbatim (may name no registered producer).
+        producer: String,
+        digest: Option<EnvelopeDigest>,
+        rejection: Rejection,
+    },
+}
+
+impl Verdict {
+    pub fn producer(&self) -> &str {
+        match self {
+            Verdict::Admit(a) => &a.producer,
+            Verdict::Reject { producer, .. } => producer,
+        }
+    }
+}
+
+/// A message after the checks that need no registry.
+#[derive(Debug)]
+pub enum Parsed {
+    Rejected {
+        producer: String,
+        digest: Option<EnvelopeDigest>,
+        rejection: Rejection,
+    },
+    Ok {
+        producer: ProducerId,
+        envelope: Envelope,
+        pae: Vec<u8>,
+        digest: EnvelopeDigest,
+        statement: Option<Statement>,
+    },
+}
+
+pub fn parse(names: &Names, policy: &Policy, max_bytes: usize, msg: &Incoming) -> Parsed {
+    let token = names.producer_of(&msg.subject).unwrap_or(&msg.subject);
+    let reject = |digest: Option<EnvelopeDigest>, rejection: Rejection| Parsed::Rejected {
+        producer: token.to_string(),
+        digest,
+        rejection,
+    };
+    let producer = match ProducerId::parse(token) {
+        Ok(p) => p,
+        Err(e) => {
+            return reject(
+                None,
+                Rejection::new(
+                    RejectionCode::UnknownProducer,
+                    format!("subject {} names no valid producer: {e}", msg.subject),
+                )
+                .with_field("subject"),
+            )
+        }
+    };
+    if msg.payload.len() > max_bytes {
+        return reject(
+            None,
+            Rejection::new(
+                RejectionCode::TooLarge,
+                format!(
+                    "envelope is {} bytes; this ledger admits at most {max_bytes}",
+                    msg.payload.len()
+                ),
+            )
+            .with_field("envelope"),
+        );
+    }
+    let envelope = match Envelope::parse(&msg.payload) {
+        Ok(e) => e,
+        Err(r) => return reject(None, r),
+    };
+    let pae = envelope.pae();
+    let digest = EnvelopeDigest::from_pae(&pae);
+    if let Err(r) = policy.check_payload_type(&envelope.payload_type) {
+        return reject(Some(digest), r);
+    }
+    let statement = if envelope.payload_type == IN_TOTO_PAYLOAD_TYPE {
+        match Statement::parse(&envelope.payload) {
+            Ok(s) => Some(s),
+            Err(r) => return reject(Some(digest), r),
+        }
+    } else {
+        None
+    };
+    Parsed::Ok {
+        producer,
+        envelope,
+        pae,
+        digest,
+        statement,
+    }
+}
+
+/// What the registry must be asked for: producers and keyids named by the batch.
+pub fn registry_needs(parsed: &[Parsed]) -> (Vec<String>, Vec<String>) {
+    let mut producers = BTreeSet::new();
+    let mut keyids = BTreeSet::new();
+    for p in parsed {
+        if let Parsed::Ok {
+            producer, envelope, ..
+        } = p
+        {
+            producers.insert(producer.as_str().to_string());
+            for s in &envelope.signatures {
+                keyids.insert(s.keyid.clone());
+            }
+        }
+    }
+    (producers.into_iter().collect(), keyids.into_iter().collect())
+}
+
+/// The registry as read for one batch.
+#[derive(Debug, Default)]
+pub struct Registry {
+    pub producers: HashMap<String, ProducerStatus>,
+    pub keys: HashMap<String, RegisteredKey>,
+}
+
+pub fn decide(parsed: Parsed, registry: &Registry, policy: &Policy, now_ms: i64) -> Verdict {
+    let (producer, envelope, pae, digest, statement) = match parsed {
+        Parsed::Rejected {
+            producer,
+            digest,
+            rejection,
+        } => {
+            return Verdict::Reject {
+                producer,
+                digest,
+                rejection,
+            }
+        }
+        Parsed::Ok {
+            producer,
+            envelope,
+            pae,
+            digest,
+            statement,
+        } => (producer, envelope, pae, digest, statement),
+    };
+    let reject = |digest: EnvelopeDigest, rejection: Rejection| Verdict::Reject {
+        producer: producer.as_str().to_string(),
+        digest: Some(digest),
+        rejection,
+    };
+    let Some(status) = registry.producers.get(producer.as_str()).copied() else {
+        return reject(
+            digest,
+            Rejection::new(
+                RejectionCode::UnknownProducer,
+                format!("producer {producer} is not registered (acectl producer add {producer})"),
+            )
+            .with_field("subject"),
+        );
+    };
+    let keyid = match verify_envelope(&envelope, &pae, producer.as_str(), &registry.keys, now_ms) {
+        Ok(k) => k,
+        Err(r) => return reject(digest, r),
+    };
+    let warnings = match policy.evaluate(producer.as_str(), status, statement.as_ref()) {
+        Ok(w) => w,
+        Err(r) => return reject(digest, r),
+    };
+    Verdict::Admit(Admitted {
+        producer: producer.as_str().to_string(),
+        digest,
+        payload_type: envelope.payload_type,
+        predicate_type: statement.as_ref().map(|s| s.predicate_type.clone()),
+        subjects: statement.as_ref().map(|s| s.subjects()).unwrap_or_default(),
+        keyid,
+        warnings,
+    })
+}
+
+/// Decide a whole batch; signature verification is spread over the CPU cores.
+pub fn decide_all(
+    parsed: Vec<Parsed>,
+    registry: &Registry,
+    policy: &Policy,
+    now_ms: i64,
+) -> Vec<Verdict> {
+    parsed
+        .into_par_iter()
+        .map(|p| decide(p, registry, policy, now_ms))
+        .collect()
+}
+
+pub fn parse_all(names: &Names, policy: &Policy, max_bytes: usize, msgs: &[Incoming]) -> Vec<Parsed> {
+    msgs.par_iter()
+        .map(|m| parse(names, policy, max_bytes, m))
+        .collect()
+}

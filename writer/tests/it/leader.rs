@@ -1,0 +1,88 @@
+use std::time::{Duration, Instant};
+
+use ace_core::nats::InitOptions;
+
+use super::intake::http_get;
+use super::support::*;
+
+async fn role(port: u16) -> String {
+    let (_, body) = http_get(port, "/readyz").await;
+    serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["role"].as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+async fn wait_role(port: u16, want: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if role(port).await == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "writer on {port} never became {want}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Two writers at once: one sequences, the other stands by. Kill the leader mid-flow: the
+/// standby takes over; no fork, no gap, nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_takes_over_when_the_leader_dies() {
+    let opts = InitOptions {
+        ack_wait: Duration::from_secs(3),
+        ..Default::default()
+    };
+    let nats = TestNats::with(NATS_URL, opts).await;
+    let mut l = Ledger::from_parts(TestDb::new().await, nats);
+    l.add_producer("acme").await;
+    let (pa, pb) = (free_port(), free_port());
+    let mut a = l.spawn_writer_process(pa);
+    wait_role(pa, "leader", Duration::from_secs(30)).await;
+    let mut b = l.spawn_writer_process(pb);
+    wait_role(pb, "standby", Duration::from_secs(30)).await;
+    assert_eq!(role(pa).await, "leader");
+
+    let first: Vec<(String, Vec<u8>)> = (0..2000).map(|n| ("acme".to_string(), sign(&statement(n, "lead"), l.key("acme")))).collect();
+    let second: Vec<(String, Vec<u8>)> = (2000..4000).map(|n| ("acme".to_string(), sign(&statement(n, "lead"), l.key("acme")))).collect();
+    l.publish_many(first).await;
+    let admin = l.db.admin().await;
+    wait_for_entries(&admin, 1, Duration::from_secs(30)).await;
+    let _ = a.kill();
+    let _ = a.wait();
+    l.publish_many(second).await;
+    wait_role(pb, "leader", Duration::from_secs(30)).await;
+    wait_for_entries(&admin, 4000, Duration::from_secs(120)).await;
+    // Give any stray redelivery a chance to (wrongly) land twice before checking.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let report = check_log(&admin, &l.signer).await;
+    assert_eq!(report.entries, 4000);
+    let _ = b.kill();
+    let _ = b.wait();
+}
+
+/// SIGTERM: the writer finishes its batch and exits 0; everything it committed is acked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_cleanly() {
+    let mut l = Ledger::new().await;
+    l.add_producer("acme").await;
+    let port = free_port();
+    let child = l.spawn_writer_process(port);
+    wait_role(port, "leader", Duration::from_secs(30)).await;
+    let items: Vec<(String, Vec<u8>)> = (0..3000).map(|n| ("acme".to_string(), sign(&statement(n, "term"), l.key("acme")))).collect();
+    l.publish_many(items).await;
+    let admin = l.db.admin().await;
+    wait_for_entries(&admin, 1, Duration::from_secs(30)).await;
+    let pid = child.id().to_string();
+    let st = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(st.success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+    assert!(out.status.success(), "writer exit status after SIGTERM: {:?}", out.status);
+    let committed: i64 = admin.query_one("SELECT count(*) FROM ledger_entries", &[]).await.unwrap().get(0);
+    // Nothing committed is left unacked: the consumer's ack floor covers every entry.
+    let stream = l.nats.js.get_stream(l.nats.names.intake_stream()).await.unwrap();
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+        stream.get_consumer(ace_core::nats::WRITER_CONSUMER).await.unwrap();
+    let info = consumer.info().await.unwrap();
+    assert_eq!(info.ack_floor.stream_sequence as i64, committed, "acked exactly what was committed");
+    check_log(&admin, &l.signer).await;
+}

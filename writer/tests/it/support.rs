@@ -1,0 +1,492 @@
+//! Test fixtures on the machine's real Postgres and NATS: a fresh database and a unique
+//! stream prefix per test, producers with keys, a writer in-process or as a process, and
+//! a checker that verifies the whole log from its stored rows.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use ace_core::ack::Ack;
+use ace_core::checkpoint::{open_checkpoint, NoteSigner};
+use ace_core::envelope::{envelope_sha256, Envelope, IN_TOTO_PAYLOAD_TYPE};
+use ace_core::ids::KeyId;
+use ace_core::leaf::LeafRecord;
+use ace_core::merkle::{leaf_hash, MemoryTree};
+use ace_core::nats::{InitOptions, Names};
+use ace_writer::Config;
+use async_nats::jetstream;
+use ed25519_dalek::SigningKey;
+use futures::StreamExt;
+use rand::Rng;
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+pub const PG_HOST: &str = "127.0.0.1";
+pub const PG_PORT: u16 = 5432;
+pub const NATS_URL: &str = "nats://127.0.0.1:4222";
+
+pub fn unique(prefix: &str) -> String {
+    let n: u64 = rand::thread_rng().gen();
+    format!("{prefix}{:012x}", n & 0xffff_ffff_ffff)
+}
+
+/// A fresh database on a Postgres server, migrated, dropped when the test ends.
+pub struct TestDb {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        Self::on(PG_HOST, PG_PORT).await
+    }
+
+    pub async fn on(host: &str, port: u16) -> TestDb {
+        let name = unique("ace_t_");
+        let admin = format!("postgres://postgres@{host}:{port}/postgres");
+        let c = ace_core::db::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("the test Postgres at {host}:{port} is needed: {e}"));
+        c.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+        let db = TestDb {
+            name,
+            host: host.into(),
+            port,
+        };
+        let mut c = ace_core::db::connect(&db.url("postgres")).await.unwrap();
+        ace_core::db::migrate(&mut c).await.unwrap();
+        db
+    }
+
+    pub fn url(&self, user: &str) -> String {
+        format!("postgres://{user}@{}:{}/{}", self.host, self.port, self.name)
+    }
+
+    pub async fn admin(&self) -> tokio_postgres::Client {
+        ace_core::db::connect(&self.url("postgres")).await.unwrap()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin = format!("postgres://postgres@{}:{}/postgres", self.host, self.port);
+        let name = self.name.clone();
+        // Drop runs inside or outside a runtime; a thread with its own runtime works in both.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(async {
+                let c = ace_core::db::connect(&admin).await.ok()?;
+                c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// Streams and consumer under a unique prefix on a NATS server, deleted at the end.
+pub struct TestNats {
+    pub url: String,
+    pub names: Names,
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+}
+
+impl TestNats {
+    pub async fn new() -> TestNats {
+        Self::with(NATS_URL, InitOptions::default()).await
+    }
+
+    pub async fn with(url: &str, opts: InitOptions) -> TestNats {
+        let names = Names::new(&unique("t")).unwrap();
+        let client = async_nats::connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("the test NATS server at {url} is needed: {e}"));
+        let js = jetstream::new(client.clone());
+        ace_core::nats::init(&js, &names, &opts).await.unwrap();
+        TestNats {
+            url: url.into(),
+            names,
+            client,
+            js,
+        }
+    }
+}
+
+impl Drop for TestNats {
+    fn drop(&mut self) {
+        let js = self.js.clone();
+        let streams = [
+            self.names.intake_stream(),
+            self.names.acks_stream(),
+            self.names.dlq_stream(),
+            self.names.checkpoints_stream(),
+        ];
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(async {
+                for s in streams {
+                    let _ = js.delete_stream(&s).await;
+                }
+            });
+            Some(())
+        })
+        .join();
+    }
+}
+
+/// A ledger under test: database, streams, ledger key, registered producers.
+pub struct Ledger {
+    pub db: TestDb,
+    pub nats: TestNats,
+    pub signer: NoteSigner,
+    pub key_file: PathBuf,
+    pub dir: PathBuf,
+    pub producers: HashMap<String, SigningKey>,
+}
+
+impl Ledger {
+    pub async fn new() -> Ledger {
+        Self::from_parts(TestDb::new().await, TestNats::new().await)
+    }
+
+    pub fn from_parts(db: TestDb, nats: TestNats) -> Ledger {
+        let dir = std::env::temp_dir().join(unique("ace-it-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let signer = NoteSigner::generate(&format!("test.example/{}", nats.names.prefix())).unwrap();
+        let key_file = dir.join("ledger.key");
+        std::fs::write(&key_file, signer.to_key_file()).unwrap();
+        Ledger {
+            db,
+            nats,
+            signer,
+            key_file,
+            dir,
+            producers: HashMap::new(),
+        }
+    }
+
+    pub fn writer_config(&self) -> Config {
+        Config {
+            nats_url: self.nats.url.clone(),
+            nats_creds: None,
+            nats_nkey_file: None,
+            database_url: ace_core::config::Secret::new(self.db.url("ace_writer")),
+            prefix: self.nats.names.prefix().to_string(),
+            log_origin: None,
+            ledger_key_file: self.key_file.clone(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            batch_max_entries: 1000,
+            batch_max_delay: Duration::from_millis(50),
+            max_envelope_bytes: 512 * 1024,
+            policy: ace_core::policy::Policy::default(),
+            standby_poll: Duration::from_millis(200),
+            retry_max: Duration::from_millis(1000),
+            nak_delay: Duration::from_millis(200),
+        }
+    }
+
+    /// Register a producer with one fresh key.
+    pub async fn add_producer(&mut self, id: &str) -> KeyId {
+        let sk = SigningKey::from_bytes(&rand::thread_rng().gen());
+        let c = self.db.admin().await;
+        c.execute("INSERT INTO producers (producer) VALUES ($1)", &[&id]).await.unwrap();
+        let keyid = register_key(&c, id, &sk, "now() - interval '1 hour'", "NULL").await;
+        self.producers.insert(id.to_string(), sk);
+        keyid
+    }
+
+    pub fn key(&self, producer: &str) -> &SigningKey {
+        &self.producers[producer]
+    }
+
+    /// Run the writer in this process until the returned handle is stopped.
+    pub fn spawn_writer(&self, cfg: Config) -> WriterHandle {
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(ace_writer::run(cfg, rx));
+        WriterHandle { tx, task }
+    }
+
+    /// Run the writer binary as a child process (for SIGKILL and SIGTERM tests).
+    pub fn spawn_writer_process(&self, listen_port: u16) -> Child {
+        let cfg = self.writer_config();
+        Command::new(env!("CARGO_BIN_EXE_ace-writer"))
+            .env_clear()
+            .env("ACE_NATS_URL", &cfg.nats_url)
+            .env("ACE_DATABASE_URL", cfg.database_url.expose())
+            .env("ACE_PREFIX", &cfg.prefix)
+            .env("ACE_LEDGER_KEY_FILE", &cfg.ledger_key_file)
+            .env("ACE_WRITER_LISTEN", format!("127.0.0.1:{listen_port}"))
+            .env("ACE_STANDBY_POLL_MS", "200")
+            .env("ACE_RETRY_MAX_MS", "1000")
+            .env("ACE_NAK_DELAY_MS", "200")
+            .env("ACE_LOG", "warn")
+            .spawn()
+            .expect("spawning ace-writer")
+    }
+
+    /// Subscribe to every ack of this ledger (before publishing).
+    pub async fn ack_stream(&self) -> async_nats::Subscriber {
+        self.nats
+            .client
+            .subscribe(format!("{}.ack.>", self.nats.names.prefix()))
+            .await
+            .unwrap()
+    }
+
+    pub async fn publish_raw(&self, producer: &str, raw: Vec<u8>, msg_id: Option<&str>) -> u64 {
+        let mut h = async_nats::HeaderMap::new();
+        if let Some(id) = msg_id {
+            h.insert("Nats-Msg-Id", id);
+        }
+        h.insert(
+            "Ace-Published-At",
+            chrono::Utc::now()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                .as_str(),
+        );
+        let ack = self
+            .nats
+            .js
+            .publish_with_headers(self.nats.names.intake_subject(producer), h, raw.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        ack.sequence
+    }
+
+    /// Publish many envelopes with pipelined JetStream confirmations.
+    pub async fn publish_many(&self, items: Vec<(String, Vec<u8>)>) -> Vec<u64> {
+        let mut seqs = Vec::with_capacity(items.len());
+        for chunk in items.chunks(500) {
+            let mut futs = Vec::with_capacity(chunk.len());
+            for (producer, raw) in chunk {
+                let digest = Envelope::parse(raw).map(|e| e.digest().as_str().to_string()).ok();
+                let mut h = async_nats::HeaderMap::new();
+                if let Some(d) = &digest {
+                    h.insert("Nats-Msg-Id", d.as_str());
+                }
+                h.insert(
+                    "Ace-Published-At",
+                    chrono::Utc::now()
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                        .as_str(),
+                );
+                futs.push(
+                    self.nats
+                        .js
+                        .publish_with_headers(self.nats.names.intake_subject(producer), h, raw.clone().into())
+                        .await
+                        .unwrap(),
+                );
+            }
+            for f in futs {
+                seqs.push(f.await.unwrap().sequence);
+            }
+        }
+        seqs
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub async fn register_key(
+    c: &tokio_postgres::Client,
+    producer: &str,
+    sk: &SigningKey,
+    valid_from_sql: &str,
+    valid_until_sql: &str,
+) -> KeyId {
+    let vk = sk.verifying_key();
+    let keyid = KeyId::from_public_key(&vk);
+    c.execute(
+        &format!(
+            "INSERT INTO producer_keys (keyid, producer, public_key, valid_from, valid_until) VALUES ($1, $2, $3, {valid_from_sql}, {valid_until_sql})"
+        ),
+        &[&keyid.as_str(), &producer, &vk.as_bytes().as_slice()],
+    )
+    .await
+    .unwrap();
+    keyid
+}
+
+pub struct WriterHandle {
+    tx: watch::Sender<bool>,
+    pub task: tokio::task::JoinHandle<Result<(), ace_writer::WriterError>>,
+}
+
+impl WriterHandle {
+    pub async fn stop(self) {
+        let _ = self.tx.send(true);
+        let r = tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("writer did not stop within 30 s of shutdown");
+        r.expect("writer task panicked").expect("writer returned an error");
+    }
+}
+
+/// An in-toto statement with one subject, unique per `n`.
+pub fn statement(n: u64, tag: &str) -> Vec<u8> {
+    let digest = hex::encode(Sha256::digest(format!("{tag}-{n}").as_bytes()));
+    serde_json::to_vec(&serde_json::json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": format!("artifact-{tag}-{n}.tar.gz"), "digest": {"sha256": digest}}],
+        "predicateType": "https://slsa.dev/provenance/v1",
+        "predicate": {"buildDefinition": {"buildType": "https://example.com/build@v1"}},
+    }))
+    .unwrap()
+}
+
+pub fn sign(statement: &[u8], key: &SigningKey) -> Vec<u8> {
+    Envelope::sign(IN_TOTO_PAYLOAD_TYPE, statement, key).to_json()
+}
+
+/// Collect acks until `pred` says enough, or fail after `timeout`.
+pub async fn collect_acks(
+    sub: &mut async_nats::Subscriber,
+    want: usize,
+    timeout: Duration,
+) -> Vec<Ack> {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < want {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, sub.next()).await {
+            Ok(Some(m)) => out.push(serde_json::from_slice(&m.payload).expect("ack is JSON")),
+            _ => panic!("only {} of {want} acks arrived within {timeout:?}", out.len()),
+        }
+    }
+    out
+}
+
+/// Wait until the log holds `n` entries.
+pub async fn wait_for_entries(c: &tokio_postgres::Client, n: i64, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let have: i64 = c
+            .query_one("SELECT count(*) FROM ledger_entries", &[])
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(-1);
+        if have >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "log has {have} of {n} entries after {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What the checker found.
+#[derive(Debug)]
+pub struct LogReport {
+    pub entries: u64,
+    pub blocks: u64,
+    pub digests: HashMap<String, u64>,
+}
+
+/// Verify the whole stored log: gapless indexes; each leaf recomputed from its envelope;
+/// every block's root recomputed from the stored leaves; the block hash chain; every
+/// checkpoint's signature and contents.
+pub async fn check_log(c: &tokio_postgres::Client, signer: &NoteSigner) -> LogReport {
+    let rows = c
+        .query(
+            "SELECT idx, digest, producer, envelope, leaf, integrated_time, block_height FROM ledger_entries ORDER BY idx",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut tree = MemoryTree::new();
+    let mut digests = HashMap::new();
+    let mut leaf_blocks = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        let idx: i64 = r.get(0);
+        assert_eq!(idx as usize, i, "index gap at {i}");
+        let digest: String = r.get(1);
+        let envelope: Vec<u8> = r.get(3);
+        let leaf: Vec<u8> = r.get(4);
+        let env = Envelope::parse(&envelope).expect("stored envelope parses");
+        assert_eq!(env.digest().as_str(), digest, "entry {idx}: digest");
+        let expected = LeafRecord {
+            digest: digest.clone(),
+            envelope_sha256: envelope_sha256(&envelope),
+            index: idx as u64,
+            integrated_time: r.get(5),
+            producer: r.get(2),
+        };
+        assert_eq!(expected.to_bytes(), leaf, "entry {idx}: leaf record");
+        tree.push(leaf_hash(&leaf));
+        assert!(digests.insert(digest, idx as u64).is_none(), "entry {idx}: digest appears twice");
+        leaf_blocks.push(r.get::<_, i64>(6));
+    }
+    let blocks = c
+        .query(
+            "SELECT height, first_index, tree_size, root_hash, block_hash, prev_block_hash, sealed_at, checkpoint FROM ledger_blocks ORDER BY height",
+            &[],
+        )
+        .await
+        .unwrap();
+    let verifier = signer.verifier();
+    let mut prev: Option<ace_core::block::BlockHeader> = None;
+    for (h, b) in blocks.iter().enumerate() {
+        let height: i64 = b.get(0);
+        assert_eq!(height as usize, h, "block height gap at {h}");
+        let header = ace_core::block::BlockHeader {
+            height: height as u64,
+            first_index: b.get::<_, i64>(1) as u64,
+            tree_size: b.get::<_, i64>(2) as u64,
+            root_hash: b.get::<_, Vec<u8>>(3).try_into().unwrap(),
+            prev_block_hash: b.get::<_, Vec<u8>>(5).try_into().unwrap(),
+            sealed_at: b.get(6),
+        };
+        let block_hash: Vec<u8> = b.get(4);
+        assert_eq!(header.block_hash().to_vec(), block_hash, "block {h}: block hash");
+        match &prev {
+            None => {
+                assert_eq!(header.tree_size, 0, "genesis has tree size 0");
+                assert_eq!(header.prev_block_hash, [0u8; 32]);
+            }
+            Some(p) => {
+                assert_eq!(header.prev_block_hash, p.block_hash(), "block {h}: chain");
+                assert_eq!(header.first_index, p.tree_size, "block {h}: first index");
+                assert!(header.tree_size > p.tree_size, "block {h}: grows the log");
+            }
+        }
+        assert_eq!(
+            tree.root_at(header.tree_size).unwrap(),
+            header.root_hash,
+            "block {h}: root recomputed from stored leaves"
+        );
+        let cp = open_checkpoint(&b.get::<_, String>(7), std::slice::from_ref(&verifier))
+            .unwrap_or_else(|e| panic!("block {h}: checkpoint does not verify: {e}"));
+        assert_eq!(cp.tree_size, header.tree_size, "block {h}: checkpoint size");
+        assert_eq!(cp.root_hash, header.root_hash, "block {h}: checkpoint root");
+        assert_eq!(cp.origin, signer.name());
+        for i in header.first_index..header.tree_size {
+            assert_eq!(leaf_blocks[i as usize], height, "entry {i}: block");
+        }
+        prev = Some(header);
+    }
+    let last = prev.expect("at least genesis");
+    assert_eq!(last.tree_size, tree.size(), "latest block covers every entry");
+    LogReport {
+        entries: tree.size(),
+        blocks: blocks.len() as u64,
+        digests,
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
