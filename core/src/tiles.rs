@@ -126,11 +126,6 @@ impl TileId {
     pub fn is_full(&self) -> bool {
         self.width == FULL
     }
-
-    /// Merkle level of the hashes in this tile.
-    fn hash_level(&self) -> u8 {
-        self.level * TILE_HEIGHT
-    }
 }
 
 /// `<N>[.p/<W>]`: N in zero-padded 3-digit groups, all but the last prefixed with `x`.

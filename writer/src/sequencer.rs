@@ -468,6 +468,7 @@ impl Writer {
             producers: db::load_producers(pg, &producers).await?,
             keys: db::load_keys(pg, &keyids).await?,
         };
+        let t_registry = started.elapsed();
         let now = now_ms();
         let policy = self.cfg.policy.clone();
         let verdicts: Vec<Verdict> =
@@ -482,6 +483,7 @@ impl Writer {
                 Verdict::Reject { .. } => None,
             })
             .collect();
+        let t_verified = started.elapsed();
         let tx = pg
             .transaction()
             .await
@@ -505,6 +507,7 @@ impl Writer {
             .await
             .map_err(DbError::query("committing the batch"))?;
         let committed_at = now_ms();
+        let t_committed = started.elapsed();
         *state = plan.state.clone();
 
         // Durable in Postgres: now, and only now, settle the messages on JetStream.
@@ -514,7 +517,9 @@ impl Writer {
             self.metrics.ack_failures.inc_by(failed as u64);
             tracing::warn!(failed, "JetStream acks failed after commit; those messages will be redelivered and deduplicated");
         }
+        let t_acked = started.elapsed();
         self.publish_outcomes(&plan, &incoming).await;
+        let t_published = started.elapsed();
 
         // Metrics, all from what was just committed.
         let m = &self.metrics;
@@ -542,7 +547,17 @@ impl Writer {
             }
         }
         if let Some(b) = &plan.block {
-            tracing::debug!(height = b.header.height, tree_size = b.header.tree_size, messages = msgs.len(), "block sealed");
+            tracing::debug!(
+                height = b.header.height,
+                tree_size = b.header.tree_size,
+                messages = msgs.len(),
+                registry_ms = t_registry.as_millis() as u64,
+                verified_ms = t_verified.as_millis() as u64,
+                committed_ms = t_committed.as_millis() as u64,
+                acked_ms = t_acked.as_millis() as u64,
+                published_ms = t_published.as_millis() as u64,
+                "block sealed"
+            );
         }
         Ok(())
     }

@@ -5,19 +5,22 @@ use ace_core::ack::AckStatus;
 
 use super::support::*;
 
-/// GET over plain HTTP/1.1 on loopback; returns the body.
-pub async fn http_get(port: u16, path: &str) -> (u16, String) {
+/// GET over plain HTTP/1.1 on loopback; returns the status and body.
+pub async fn try_http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+        .await?;
     let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
+    s.read_to_end(&mut buf).await?;
     let text = String::from_utf8_lossy(&buf).into_owned();
     let code = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (code, body)
+    Ok((code, body))
+}
+
+pub async fn http_get(port: u16, path: &str) -> (u16, String) {
+    try_http_get(port, path).await.unwrap_or_else(|e| panic!("GET {path} on port {port}: {e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

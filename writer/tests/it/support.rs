@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command};
+
 use std::time::{Duration, Instant};
 
 use ace_core::ack::Ack;
@@ -211,7 +212,7 @@ impl Ledger {
     }
 
     /// Run the writer binary as a child process (for SIGKILL and SIGTERM tests).
-    pub fn spawn_writer_process(&self, listen_port: u16) -> Child {
+    pub fn spawn_writer_process(&self, listen_port: u16) -> WriterProcess {
         let cfg = self.writer_config();
         Command::new(env!("CARGO_BIN_EXE_ace-writer"))
             .env_clear()
@@ -223,8 +224,9 @@ impl Ledger {
             .env("ACE_STANDBY_POLL_MS", "200")
             .env("ACE_RETRY_MAX_MS", "1000")
             .env("ACE_NAK_DELAY_MS", "200")
-            .env("ACE_LOG", "warn")
+            .env("ACE_LOG", std::env::var("ACE_TEST_WRITER_LOG").unwrap_or_else(|_| "warn".into()))
             .spawn()
+            .map(|c| WriterProcess(Some(c)))
             .expect("spawning ace-writer")
     }
 
@@ -316,6 +318,34 @@ pub async fn register_key(
     .await
     .unwrap();
     keyid
+}
+
+/// A writer process, SIGKILLed if the test ends (or fails) while it runs.
+pub struct WriterProcess(Option<Child>);
+
+impl WriterProcess {
+    pub fn sigkill(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Wait for the process to exit by itself.
+    pub fn wait(mut self) -> std::process::ExitStatus {
+        let mut c = self.0.take().expect("process already reaped");
+        c.wait().expect("waiting for ace-writer")
+    }
+}
+
+impl Drop for WriterProcess {
+    fn drop(&mut self) {
+        self.sigkill();
+    }
 }
 
 pub struct WriterHandle {
