@@ -1,0 +1,176 @@
+//! acectl end to end on the real Postgres and NATS: set up a ledger from nothing with the
+//! CLI alone, then sign, publish and revoke against a running writer.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use ace_core::checkpoint::{NoteSigner, NoteVerifier};
+use ace_core::envelope::Envelope;
+use rand::Rng;
+
+const ADMIN: &str = "postgres://postgres@127.0.0.1:5432";
+
+fn acectl(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_acectl"));
+    c.args(args).env_remove("ACE_DATABASE_URL").env_remove("ACE_PREFIX");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("running acectl")
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "acectl failed ({:?}): {}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+struct Db(String);
+impl Drop for Db {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(async {
+                let c = ace_core::db::connect(&format!("{ADMIN}/postgres")).await.ok()?;
+                c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_set_up_and_fed_with_acectl_alone() {
+    let tag = format!("{:010x}", rand::thread_rng().gen::<u64>() & 0xff_ffff_ffff);
+    let db = Db(format!("ace_cli_{tag}"));
+    let prefix = format!("c{tag}");
+    let root = ace_core::db::connect(&format!("{ADMIN}/postgres")).await.unwrap();
+    root.batch_execute(&format!("CREATE DATABASE {}", db.0)).await.unwrap();
+    let url = format!("{ADMIN}/{}", db.0);
+    let dir = std::env::temp_dir().join(format!("acectl-{tag}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dbenv = [("ACE_DATABASE_URL", url.as_str())];
+
+    // Concurrent migrations serialise on the advisory lock; a re-run changes nothing.
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| acectl(&["db", "migrate"], &dbenv));
+        let b = s.spawn(|| acectl(&["db", "migrate"], &dbenv));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let (a, b) = (ok(&a), ok(&b));
+    assert!(a.contains("applied V1__log") || b.contains("applied V1__log"), "{a}\n{b}");
+    assert_eq!(ok(&acectl(&["db", "migrate"], &dbenv)), "schema up to date");
+
+    let natsenv = [("ACE_PREFIX", prefix.as_str())];
+    for _ in 0..2 {
+        let out = ok(&acectl(&["nats", "init"], &natsenv));
+        assert!(out.contains(&format!("{}_INTAKE", prefix.to_uppercase())), "{out}");
+    }
+
+    let key_path = dir.join("ledger.key");
+    let vkey = ok(&acectl(
+        &["ledger-key", "generate", "--origin", "cli.test/ledger", "--out", key_path.to_str().unwrap()],
+        &[],
+    ));
+    let verifier = NoteVerifier::parse(&vkey).expect("prints a verifier key");
+    let signer = NoteSigner::parse_key_file(std::fs::read_to_string(&key_path).unwrap().trim()).unwrap();
+    assert_eq!(signer.verifier_key(), vkey);
+    assert_eq!(verifier.name(), "cli.test/ledger");
+    assert_eq!(mode(&key_path), 0o600);
+    // Never overwrite a key.
+    assert!(!acectl(&["ledger-key", "generate", "--origin", "x", "--out", key_path.to_str().unwrap()], &[]).status.success());
+
+    assert_eq!(ok(&acectl(&["producer", "add", "acme"], &dbenv)), "producer acme added");
+    assert_eq!(ok(&acectl(&["producer", "add", "acme"], &dbenv)), "producer acme already registered");
+    let bad = acectl(&["producer", "add", "Not_Valid"], &dbenv);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("Not_Valid"));
+
+    let pk_path = dir.join("acme.key");
+    let keyid = ok(&acectl(&["key", "add", "acme", "--generate", "--out", pk_path.to_str().unwrap()], &dbenv));
+    assert_eq!(keyid.len(), 64);
+    assert_eq!(mode(&pk_path), 0o600);
+
+    // sign: a DSSE envelope that parses, with that keyid.
+    let statement = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/statement.json");
+    let env_json = ok(&acectl(&["sign", "--key", pk_path.to_str().unwrap(), "--statement", statement.to_str().unwrap()], &[]));
+    let env = Envelope::parse(env_json.as_bytes()).unwrap();
+    assert_eq!(env.signatures[0].keyid, keyid);
+
+    // A writer for this ledger, then publish through acectl.
+    let writer = ace_writer::Config {
+        nats_url: "nats://127.0.0.1:4222".into(),
+        nats_creds: None,
+        nats_nkey_file: None,
+        database_url: ace_core::config::Secret::new(format!("postgres://ace_writer@127.0.0.1:5432/{}", db.0)),
+        prefix: prefix.clone(),
+        log_origin: Some("cli.test/ledger".into()),
+        ledger_key_file: key_path.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        batch_max_entries: 100,
+        batch_max_delay: Duration::from_millis(20),
+        max_envelope_bytes: 512 * 1024,
+        policy: Default::default(),
+        standby_poll: Duration::from_millis(200),
+        retry_max: Duration::from_secs(1),
+        nak_delay: Duration::from_millis(200),
+    };
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(ace_writer::run(writer, rx));
+
+    let publish = |extra: &[&str]| {
+        let mut args = vec!["publish", "--producer", "acme", "--timeout-secs", "30"];
+        args.extend_from_slice(extra);
+        acectl(&args, &natsenv)
+    };
+    let pk = pk_path.to_str().unwrap().to_string();
+    let st = statement.to_str().unwrap().to_string();
+    let first: serde_json::Value =
+        serde_json::from_str(&ok(&publish(&["--key", &pk, "--statement", &st]))).unwrap();
+    assert_eq!(first["status"], "accepted", "{first}");
+    assert_eq!(first["index"], 0);
+    assert_eq!(first["digest"], env.digest().as_str());
+    // Same statement again, inside the JetStream window.
+    let again: serde_json::Value =
+        serde_json::from_str(&ok(&publish(&["--key", &pk, "--statement", &st]))).unwrap();
+    assert_eq!(again["status"], "duplicate", "{again}");
+    assert_eq!(again["stream_seq"], first["stream_seq"]);
+
+    // A malformed envelope: exit 3 and the reason.
+    let junk = dir.join("junk.json");
+    std::fs::write(&junk, b"{\"payloadType\": 7}").unwrap();
+    let out = publish(&["--envelope", junk.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["reason"]["code"], "malformed_envelope");
+
+    // Revoke: the next statement signed by that key is key_revoked.
+    assert_eq!(ok(&acectl(&["key", "revoke", &keyid, "--reason", "laptop stolen"], &dbenv)), format!("revoked {keyid}"));
+    assert!(!acectl(&["key", "revoke", &keyid, "--reason", "again"], &dbenv).status.success());
+    let st2 = dir.join("st2.json");
+    std::fs::write(&st2, std::fs::read_to_string(&statement).unwrap().replace("app-1.2.3", "app-1.2.4")).unwrap();
+    let out = publish(&["--key", &pk, "--statement", st2.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["reason"]["code"], "key_revoked", "{r}");
+
+    let _ = stop.send(true);
+    task.await.unwrap().unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect("127.0.0.1:4222").await.unwrap());
+    for s in ["INTAKE", "ACKS", "DLQ", "CHECKPOINTS"] {
+        let _ = js.delete_stream(format!("{}_{s}", prefix.to_uppercase())).await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
