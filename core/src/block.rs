@@ -83,6 +83,7 @@ impl BlockHeader {
     }
 
     /// The block after `self`, sealing entries `[self.tree_size, tree_size)`.
+    #[must_use]
     pub fn next(&self, tree_size: u64, root_hash: Hash, sealed_at: i64) -> BlockHeader {
         BlockHeader {
             // 2^64 blocks cannot happen; saturating keeps this total, and the duplicate
@@ -204,15 +205,27 @@ mod tests {
         let b1 = g.next(3, [1; 32], 1);
         let mut bad = b1;
         bad.height = 2;
-        assert!(matches!(bad.check_follows(&g), Err(BlockError::Height { expected: 1, .. })));
+        assert!(matches!(
+            bad.check_follows(&g),
+            Err(BlockError::Height { expected: 1, .. })
+        ));
         let mut bad = b1;
         bad.first_index = 1;
-        assert!(matches!(bad.check_follows(&g), Err(BlockError::FirstIndex { .. })));
+        assert!(matches!(
+            bad.check_follows(&g),
+            Err(BlockError::FirstIndex { .. })
+        ));
         let mut bad = b1;
         bad.prev_block_hash[0] ^= 1;
-        assert!(matches!(bad.check_follows(&g), Err(BlockError::PrevHash { .. })));
+        assert!(matches!(
+            bad.check_follows(&g),
+            Err(BlockError::PrevHash { .. })
+        ));
         let b2 = b1.next(2, [2; 32], 2);
-        assert!(matches!(b2.check_follows(&b1), Err(BlockError::TreeSize { .. })));
+        assert!(matches!(
+            b2.check_follows(&b1),
+            Err(BlockError::TreeSize { .. })
+        ));
         let mut not_genesis = g;
         not_genesis.tree_size = 1;
         assert_eq!(not_genesis.check_genesis(), Err(BlockError::Genesis));
@@ -224,10 +237,19 @@ mod tests {
         let h = b.block_hash();
         let variants = [
             BlockHeader { height: 2, ..b },
-            BlockHeader { first_index: 1, ..b },
+            BlockHeader {
+                first_index: 1,
+                ..b
+            },
             BlockHeader { tree_size: 5, ..b },
-            BlockHeader { root_hash: [4; 32], ..b },
-            BlockHeader { prev_block_hash: [0; 32], ..b },
+            BlockHeader {
+                root_hash: [4; 32],
+                ..b
+            },
+            BlockHeader {
+                prev_block_hash: [0; 32],
+                ..b
+            },
             BlockHeader { sealed_at: 7, ..b },
         ];
         for v in variants {

@@ -118,13 +118,13 @@ pub fn parse_json_strict(bytes: &[u8]) -> Result<Value, StrictJsonError> {
 
 /// A path segment of a JSON document, for naming fields in errors.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PathSegment {
+enum PathSegment {
     Key(String),
     Index(usize),
 }
 
 /// Renders segments as `a.b[3].c`, the field notation used in rejections.
-pub fn render_path(segments: &[PathSegment]) -> String {
+fn render_path(segments: &[PathSegment]) -> String {
     let mut out = String::new();
     for (i, seg) in segments.iter().enumerate() {
         match seg {
@@ -263,8 +263,8 @@ mod tests {
 
     #[test]
     fn canonical_sorts_keys_and_strips_whitespace() {
-        let v: Value = serde_json::from_str(r#"{"b": [1, 2.0, "x"], "a": {"d": null, "c": true}}"#)
-            .unwrap();
+        let v: Value =
+            serde_json::from_str(r#"{"b": [1, 2.0, "x"], "a": {"d": null, "c": true}}"#).unwrap();
         assert_eq!(
             to_canonical_json(&v).unwrap(),
             br#"{"a":{"c":true,"d":null},"b":[1,2,"x"]}"#
@@ -334,14 +334,14 @@ mod tests {
         fn string_escaping_matches_the_canonicaliser(s in any::<String>()) {
             let mut ours = String::new();
             push_json_string(&mut ours, &s);
-            prop_assert_eq!(ours.as_bytes(), to_canonical_json(&s).unwrap().as_slice());
+            prop_assert_eq!(ours.into_bytes(), to_canonical_json(&s).unwrap());
         }
 
         #[test]
         fn integers_match_the_canonicaliser(n in any::<i64>()) {
             let mut ours = String::new();
             push_json_integer(&mut ours, i128::from(n));
-            prop_assert_eq!(ours.as_bytes(), to_canonical_json(&n).unwrap().as_slice());
+            prop_assert_eq!(ours.into_bytes(), to_canonical_json(&n).unwrap());
         }
 
         #[test]

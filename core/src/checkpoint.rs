@@ -34,7 +34,9 @@ pub enum NoteError {
     /// A signer key file or verifier key string that cannot be read.
     #[error("{what} is malformed: {reason}")]
     MalformedKey { what: &'static str, reason: String },
-    #[error("{what} for {name:?} states key hash {stated:08x}, but the key's hash is {computed:08x}")]
+    #[error(
+        "{what} for {name:?} states key hash {stated:08x}, but the key's hash is {computed:08x}"
+    )]
     KeyHashMismatch {
         what: &'static str,
         name: String,
@@ -134,12 +136,15 @@ fn ed25519_key_bytes(key: &[u8], what: &'static str) -> Result<[u8; 32], NoteErr
             what,
             reason: "the key is empty".to_owned(),
         }),
-        Some((&ALG_ED25519, rest)) => <[u8; 32]>::try_from(rest).map_err(|_| {
-            NoteError::MalformedKey {
+        Some((&ALG_ED25519, rest)) => {
+            <[u8; 32]>::try_from(rest).map_err(|_| NoteError::MalformedKey {
                 what,
-                reason: format!("an ed25519 key is 32 bytes after the type byte, found {}", rest.len()),
-            }
-        }),
+                reason: format!(
+                    "an ed25519 key is 32 bytes after the type byte, found {}",
+                    rest.len()
+                ),
+            })
+        }
         Some((&alg, _)) => Err(NoteError::UnsupportedAlgorithm { what, alg }),
     }
 }
@@ -195,17 +200,19 @@ impl NoteSigner {
     /// Malformed text, a non-ed25519 key, or a key hash that does not match the key.
     pub fn parse_key_file(text: &str) -> Result<Self, NoteError> {
         const WHAT: &str = "signer key file";
-        let rest = text
-            .trim()
-            .strip_prefix("PRIVATE+KEY+")
+        let rest =
+            text.trim()
+                .strip_prefix("PRIVATE+KEY+")
+                .ok_or_else(|| NoteError::MalformedKey {
+                    what: WHAT,
+                    reason: "it does not start with PRIVATE+KEY+".to_owned(),
+                })?;
+        let (name, rest) = rest
+            .split_once('+')
             .ok_or_else(|| NoteError::MalformedKey {
                 what: WHAT,
-                reason: "it does not start with PRIVATE+KEY+".to_owned(),
+                reason: "expected PRIVATE+KEY+<name>+<8 hex key hash>+<base64 key>".to_owned(),
             })?;
-        let (name, rest) = rest.split_once('+').ok_or_else(|| NoteError::MalformedKey {
-            what: WHAT,
-            reason: "expected PRIVATE+KEY+<name>+<8 hex key hash>+<base64 key>".to_owned(),
-        })?;
         check_name(name)?;
         let (stated, mut key) = split_hash_and_key(rest, WHAT)?;
         let seed = ed25519_key_bytes(&key, WHAT);
@@ -283,10 +290,12 @@ impl NoteVerifier {
     /// Malformed text, a non-ed25519 or invalid key, or a key hash that does not match.
     pub fn parse(vkey: &str) -> Result<Self, NoteError> {
         const WHAT: &str = "verifier key";
-        let (name, rest) = vkey.split_once('+').ok_or_else(|| NoteError::MalformedKey {
-            what: WHAT,
-            reason: "expected <name>+<8 hex key hash>+<base64 key>".to_owned(),
-        })?;
+        let (name, rest) = vkey
+            .split_once('+')
+            .ok_or_else(|| NoteError::MalformedKey {
+                what: WHAT,
+                reason: "expected <name>+<8 hex key hash>+<base64 key>".to_owned(),
+            })?;
         check_name(name)?;
         let (stated, key) = split_hash_and_key(rest, WHAT)?;
         let bytes = ed25519_key_bytes(&key, WHAT)?;
@@ -326,7 +335,12 @@ impl NoteVerifier {
         let mut raw = [0u8; 33];
         raw[0] = ALG_ED25519;
         raw[1..].copy_from_slice(self.key.as_bytes());
-        format!("{}+{:08x}+{}", self.name, self.key_hash, STANDARD.encode(raw))
+        format!(
+            "{}+{:08x}+{}",
+            self.name,
+            self.key_hash,
+            STANDARD.encode(raw)
+        )
     }
 }
 
@@ -422,9 +436,16 @@ pub fn open_note(note: &str, verifiers: &[NoteVerifier]) -> Result<OpenedNote, N
     let split = note.rfind("\n\n").ok_or_else(|| {
         NoteError::Malformed("no blank line separates the text from the signatures".to_owned())
     })?;
-    let (text, sigs) = (&note[..=split], &note[split + 2..]);
+    // `split` is the byte offset of an ASCII "\n\n", so both ranges are in bounds.
+    let (Some(text), Some(sigs)) = (note.get(..=split), note.get(split + 2..)) else {
+        return Err(NoteError::Malformed(
+            "cannot split text from signatures".to_owned(),
+        ));
+    };
     if sigs.is_empty() {
-        return Err(NoteError::Malformed("there are no signature lines".to_owned()));
+        return Err(NoteError::Malformed(
+            "there are no signature lines".to_owned(),
+        ));
     }
     if !sigs.ends_with('\n') {
         return Err(NoteError::Malformed(
@@ -512,7 +533,9 @@ fn parse_signature_line(n: usize, line: &str) -> Result<NoteSignature, NoteError
         .decode(b64)
         .map_err(|e| malformed(&format!("the signature is not standard padded base64: {e}")))?;
     let Some((hash, signature)) = raw.split_first_chunk::<4>() else {
-        return Err(malformed("the signature is shorter than its 4-byte key hash"));
+        return Err(malformed(
+            "the signature is shorter than its 4-byte key hash",
+        ));
     };
     if signature.is_empty() {
         return Err(malformed("the signature is empty"));
@@ -570,7 +593,10 @@ impl Checkpoint {
         let lines: Vec<&str> = content.split('\n').collect();
         for (i, line) in lines.iter().enumerate() {
             if line.is_empty() {
-                return Err(body_err(i + 1, "empty line (checkpoint lines must be non-empty)"));
+                return Err(body_err(
+                    i + 1,
+                    "empty line (checkpoint lines must be non-empty)",
+                ));
             }
             if find_control(line).is_some() {
                 return Err(body_err(i + 1, "control character"));
@@ -583,8 +609,7 @@ impl Checkpoint {
             ));
         };
 
-        if !size.bytes().all(|b| b.is_ascii_digit()) || (size.len() > 1 && size.starts_with('0'))
-        {
+        if !size.bytes().all(|b| b.is_ascii_digit()) || (size.len() > 1 && size.starts_with('0')) {
             return Err(body_err(
                 2,
                 "the tree size must be decimal digits without leading zeros",
@@ -595,7 +620,10 @@ impl Checkpoint {
             .map_err(|_| body_err(2, "the tree size does not fit in 64 bits"))?;
 
         let root_bytes = STANDARD.decode(root).map_err(|e| {
-            body_err(3, &format!("the root hash is not standard padded base64: {e}"))
+            body_err(
+                3,
+                &format!("the root hash is not standard padded base64: {e}"),
+            )
         })?;
         let root_hash = Hash::try_from(root_bytes.as_slice()).map_err(|_| {
             body_err(
@@ -636,7 +664,10 @@ pub fn sign_checkpoint(cp: &Checkpoint, signers: &[&NoteSigner]) -> Result<Strin
 /// # Errors
 /// [`CheckpointError::Note`] for signature or syntax problems, [`CheckpointError::Body`]
 /// for a body that is not a checkpoint.
-pub fn open_checkpoint(note: &str, verifiers: &[NoteVerifier]) -> Result<Checkpoint, CheckpointError> {
+pub fn open_checkpoint(
+    note: &str,
+    verifiers: &[NoteVerifier],
+) -> Result<Checkpoint, CheckpointError> {
     let opened = open_note(note, verifiers)?;
     Checkpoint::parse_body(&opened.text)
 }
@@ -693,7 +724,9 @@ mod tests {
         assert_eq!(v, s.verifier());
         assert_eq!(v.to_vkey(), PETER_VKEY);
         assert_eq!(
-            NoteSigner::parse_key_file(&format!("{PETER_SKEY}\n")).unwrap().key_hash(),
+            NoteSigner::parse_key_file(&format!("{PETER_SKEY}\n"))
+                .unwrap()
+                .key_hash(),
             0xc74f20a3
         );
     }
@@ -722,7 +755,10 @@ mod tests {
         assert_eq!(n.verified.len(), 2);
         assert!(n.unverified.is_empty());
 
-        assert!(matches!(open_note(&both, &[]), Err(NoteError::Unverified { .. })));
+        assert!(matches!(
+            open_note(&both, &[]),
+            Err(NoteError::Unverified { .. })
+        ));
 
         let too_many = format!("{GO_TEXT}\n{}", PETER_SIG.repeat(101));
         assert!(matches!(
@@ -733,7 +769,10 @@ mod tests {
         let corrupted = format!("{GO_TEXT}\n{}ABCD{}", &PETER_SIG[..60], &PETER_SIG[60..]);
         assert!(matches!(
             open_note(&corrupted, std::slice::from_ref(&peter)),
-            Err(NoteError::InvalidSignature { key_hash: 0xc74f20a3, .. })
+            Err(NoteError::InvalidSignature {
+                key_hash: 0xc74f20a3,
+                ..
+            })
         ));
 
         let bad_msgs = [
@@ -797,7 +836,9 @@ mod tests {
             Err(NoteError::MalformedKey { .. })
         ));
         assert!(matches!(
-            NoteVerifier::parse("PeterNeumann+173116ae+ZRpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"),
+            NoteVerifier::parse(
+                "PeterNeumann+173116ae+ZRpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"
+            ),
             Err(NoteError::UnsupportedAlgorithm { alg: 0x65, .. })
         ));
     }
@@ -808,7 +849,10 @@ mod tests {
         let back = NoteSigner::parse_key_file(&s.to_key_file()).unwrap();
         assert_eq!(back.verifier_key(), s.verifier_key());
         let dbg = format!("{s:?}");
-        assert!(dbg.contains("redacted") && dbg.contains("example.com/log"), "{dbg}");
+        assert!(
+            dbg.contains("redacted") && dbg.contains("example.com/log"),
+            "{dbg}"
+        );
         let seed_b64 = s.to_key_file().rsplit('+').next().unwrap().to_owned();
         assert!(!dbg.contains(&seed_b64));
         assert!(!dbg.contains(&hex::encode(s.key.as_bytes())));
@@ -874,8 +918,14 @@ mod tests {
         let s = signer();
         let other = NoteSigner::from_seed("witness.example", [6; 32]).unwrap();
         let note = sign_checkpoint(&checkpoint(), &[&s, &other]).unwrap();
-        assert_eq!(open_checkpoint(&note, &[s.verifier()]).unwrap(), checkpoint());
-        assert_eq!(open_checkpoint(&note, &[other.verifier()]).unwrap(), checkpoint());
+        assert_eq!(
+            open_checkpoint(&note, &[s.verifier()]).unwrap(),
+            checkpoint()
+        );
+        assert_eq!(
+            open_checkpoint(&note, &[other.verifier()]).unwrap(),
+            checkpoint()
+        );
         match open_checkpoint(&note, &[]) {
             Err(CheckpointError::Note(NoteError::Unverified { signed_by, .. })) => {
                 assert!(signed_by.contains("example.com/log+"), "{signed_by}");
@@ -894,11 +944,26 @@ mod tests {
     fn sign_checkpoint_refuses_bad_checkpoints() {
         let s = signer();
         for cp in [
-            Checkpoint { origin: String::new(), ..checkpoint() },
-            Checkpoint { origin: "a\nb".into(), ..checkpoint() },
-            Checkpoint { extensions: vec![String::new()], ..checkpoint() },
-            Checkpoint { extensions: vec!["a\n\nb".into()], ..checkpoint() },
-            Checkpoint { origin: "a\tb".into(), ..checkpoint() },
+            Checkpoint {
+                origin: String::new(),
+                ..checkpoint()
+            },
+            Checkpoint {
+                origin: "a\nb".into(),
+                ..checkpoint()
+            },
+            Checkpoint {
+                extensions: vec![String::new()],
+                ..checkpoint()
+            },
+            Checkpoint {
+                extensions: vec!["a\n\nb".into()],
+                ..checkpoint()
+            },
+            Checkpoint {
+                origin: "a\tb".into(),
+                ..checkpoint()
+            },
         ] {
             assert!(
                 matches!(sign_checkpoint(&cp, &[&s]), Err(NoteError::InvalidText(_))),
@@ -939,9 +1004,15 @@ mod tests {
     fn size_bound() {
         let s = signer();
         let big = format!("{}\n", "x".repeat(MAX_NOTE_BYTES));
-        assert!(matches!(sign_note(&big, &[&s]), Err(NoteError::TooLarge { .. })));
+        assert!(matches!(
+            sign_note(&big, &[&s]),
+            Err(NoteError::TooLarge { .. })
+        ));
         let note = format!("{big}\n{PETER_SIG}");
-        assert!(matches!(open_note(&note, &[]), Err(NoteError::TooLarge { .. })));
+        assert!(matches!(
+            open_note(&note, &[]),
+            Err(NoteError::TooLarge { .. })
+        ));
     }
 
     #[test]

@@ -46,8 +46,10 @@ impl fmt::Debug for Secret {
 
 /// The environment a config is read from; a closure so that tests need not touch the
 /// process environment.
+type Lookup<'a> = Box<dyn Fn(&str) -> Option<String> + 'a>;
+
 pub struct Env<'a> {
-    get: Box<dyn Fn(&str) -> Option<String> + 'a>,
+    get: Lookup<'a>,
 }
 
 impl Default for Env<'_> {

@@ -18,7 +18,7 @@ mod embedded {
 pub const ROLES_SQL: &str = include_str!("../../sql/roles.sql");
 
 /// Advisory lock key that serialises concurrent `acectl db migrate` runs ("ACEMIGR" in ASCII).
-pub const MIGRATION_LOCK_KEY: i64 = 0x4143_454d_4947_52;
+pub const MIGRATION_LOCK_KEY: i64 = 0x0041_4345_4d49_4752;
 
 /// The tables whose rows are never updated or deleted.
 pub const LOG_TABLES: [&str; 4] = [

@@ -86,7 +86,10 @@ impl Envelope {
         let Value::Object(obj) = value else {
             return Err(malformed(
                 WHOLE_DOCUMENT,
-                format!("envelope must be a JSON object, found {}", json_kind(&value)),
+                format!(
+                    "envelope must be a JSON object, found {}",
+                    json_kind(&value)
+                ),
             ));
         };
 
@@ -269,7 +272,10 @@ pub(crate) fn decode_base64(s: &str) -> Result<Vec<u8>, String> {
     };
     engine.decode(s).map_err(|e| match e {
         DecodeError::InvalidByte(at, b) => {
-            format!("character {:?} at offset {at} is not in the alphabet", char::from(b))
+            format!(
+                "character {:?} at offset {at} is not in the alphabet",
+                char::from(b)
+            )
         }
         DecodeError::InvalidLength(n) => format!("{n} symbols is not a valid base64 length"),
         DecodeError::InvalidLastSymbol(at, _) => {
@@ -341,7 +347,13 @@ mod tests {
 
     #[test]
     fn not_json_or_not_object() {
-        for doc in [&b"not json"[..], b"", b"\xff\xfe", b"{\"payloadType\":", b"{} x"] {
+        for doc in [
+            &b"not json"[..],
+            b"",
+            b"\xff\xfe",
+            b"{\"payloadType\":",
+            b"{} x",
+        ] {
             let (field, detail) = reject_field(doc);
             assert_eq!(field, "$");
             assert!(detail.contains("not valid JSON"), "{detail}");
@@ -444,7 +456,11 @@ mod tests {
     #[test]
     fn duplicate_keys_are_named() {
         let json = String::from_utf8(sample().to_json()).unwrap();
-        let dup_top = json.replacen("{\"payloadType\"", "{\"payloadType\":\"x\",\"payloadType\"", 1);
+        let dup_top = json.replacen(
+            "{\"payloadType\"",
+            "{\"payloadType\":\"x\",\"payloadType\"",
+            1,
+        );
         assert_eq!(reject_field(dup_top.as_bytes()).0, "payloadType");
         let dup_sig = json.replacen("{\"keyid\"", "{\"keyid\":\"a\",\"keyid\"", 1);
         let (field, detail) = reject_field(dup_sig.as_bytes());
@@ -472,7 +488,10 @@ mod tests {
         let url = base64::engine::general_purpose::URL_SAFE.encode(&payload);
         assert_eq!(url, "-_-_Pj8=");
         for (p, s) in [
-            (url.clone(), base64::engine::general_purpose::URL_SAFE.encode(&sig)),
+            (
+                url.clone(),
+                base64::engine::general_purpose::URL_SAFE.encode(&sig),
+            ),
             (
                 url.trim_end_matches('=').to_owned(),
                 base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&sig),

@@ -140,7 +140,11 @@ impl EnvelopeDigest {
 
     /// The digest of an envelope whose PAE (see [`crate::envelope::pae`]) is `pae`.
     pub fn from_pae(pae: &[u8]) -> Self {
-        EnvelopeDigest(format!("{}{}", Self::PREFIX, hex::encode(Sha256::digest(pae))))
+        EnvelopeDigest(format!(
+            "{}{}",
+            Self::PREFIX,
+            hex::encode(Sha256::digest(pae))
+        ))
     }
 
     pub fn parse(s: &str) -> Result<Self, IdError> {
@@ -210,7 +214,15 @@ mod tests {
         for ok in ["a", "0", "acme-build", "a-", &"a".repeat(63)] {
             assert_eq!(ProducerId::parse(ok).unwrap().as_str(), ok);
         }
-        for bad in ["", "-a", "Acme", "acme_build", "acme.build", "é", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "-a",
+            "Acme",
+            "acme_build",
+            "acme.build",
+            "é",
+            &"a".repeat(64),
+        ] {
             let err = ProducerId::parse(bad).unwrap_err();
             assert!(matches!(err, IdError::InvalidProducerId { .. }), "{bad:?}");
         }

@@ -243,7 +243,11 @@ mod tests {
         let r = verdict(&env, &keys).unwrap_err();
         assert_eq!(r.code, RejectionCode::BadSignature);
         assert_eq!(r.field.as_deref(), Some("signatures[0]"));
-        assert!(r.detail.contains(reg(1, "acme").keyid.as_str()), "{}", r.detail);
+        assert!(
+            r.detail.contains(reg(1, "acme").keyid.as_str()),
+            "{}",
+            r.detail
+        );
     }
 
     #[test]
@@ -253,7 +257,11 @@ mod tests {
         let r = verdict(&env_signed_by(&[1]), &registry([k.clone()])).unwrap_err();
         assert_eq!(r.code, RejectionCode::KeyRevoked);
         assert!(r.detail.contains(k.keyid.as_str()), "{}", r.detail);
-        assert!(r.detail.contains("2026-01-01T00:00:00.123Z"), "{}", r.detail);
+        assert!(
+            r.detail.contains("2026-01-01T00:00:00.123Z"),
+            "{}",
+            r.detail
+        );
         // Revocation in the future does not matter yet.
         k.revoked_at_ms = Some(NOW + 1);
         assert!(verdict(&env_signed_by(&[1]), &registry([k])).is_ok());
@@ -267,7 +275,11 @@ mod tests {
         assert_eq!(r.code, RejectionCode::KeyExpired);
         assert!(r.detail.contains(k.keyid.as_str()), "{}", r.detail);
         assert!(r.detail.contains("has expired"), "{}", r.detail);
-        assert!(r.detail.contains("until 2026-01-01T00:00:00.123Z"), "{}", r.detail);
+        assert!(
+            r.detail.contains("until 2026-01-01T00:00:00.123Z"),
+            "{}",
+            r.detail
+        );
         k.valid_until_ms = Some(NOW + 1);
         assert!(verdict(&env_signed_by(&[1]), &registry([k])).is_ok());
     }
@@ -293,7 +305,11 @@ mod tests {
     fn unknown_key() {
         let r = verdict(&env_signed_by(&[1]), &registry([reg(2, "acme")])).unwrap_err();
         assert_eq!(r.code, RejectionCode::UnknownKey);
-        assert!(r.detail.contains(reg(1, "acme").keyid.as_str()), "{}", r.detail);
+        assert!(
+            r.detail.contains(reg(1, "acme").keyid.as_str()),
+            "{}",
+            r.detail
+        );
     }
 
     #[test]

@@ -186,7 +186,10 @@ mod tests {
         assert!(LeafRecord::parse(exponent.as_bytes()).is_err());
         for bad in [spaced, reordered, trailing, escaped] {
             let err = LeafRecord::parse(bad.as_bytes()).unwrap_err();
-            assert!(matches!(err, LeafError::NotCanonical { .. }), "{bad}: {err}");
+            assert!(
+                matches!(err, LeafError::NotCanonical { .. }),
+                "{bad}: {err}"
+            );
         }
     }
 
@@ -217,7 +220,10 @@ mod tests {
         v.as_object_mut().unwrap().remove("producer");
         assert!(matches!(
             LeafRecord::parse(&to_canonical_json(&v).unwrap()),
-            Err(LeafError::Field { field: "producer", .. })
+            Err(LeafError::Field {
+                field: "producer",
+                ..
+            })
         ));
         let mut v = base;
         v["extra"] = 1.into();

@@ -112,6 +112,7 @@ impl Rejection {
         }
     }
 
+    #[must_use]
     pub fn with_field(self, field: impl Into<String>) -> Self {
         Rejection {
             field: Some(field.into()),
@@ -171,8 +172,7 @@ mod tests {
             r#"{"code":"bad_signature","detail":"signature 0 does not verify","field":"signatures[0].sig"}"#
         );
         assert_eq!(r.to_string(), "bad_signature: signature 0 does not verify");
-        let back: Rejection =
-            serde_json::from_str(r#"{"code":"too_large","detail":"x"}"#).unwrap();
+        let back: Rejection = serde_json::from_str(r#"{"code":"too_large","detail":"x"}"#).unwrap();
         assert_eq!(back, Rejection::new(RejectionCode::TooLarge, "x"));
     }
 }

@@ -13,7 +13,7 @@ use crate::rejection::{Rejection, RejectionCode};
 pub const STATEMENT_TYPE_V1: &str = "https://in-toto.io/Statement/v1";
 
 /// An in-toto ResourceDescriptor as used in `subject`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceDescriptor {
     pub name: String,
     /// Algorithm → digest value (lowercase hex for the hash algorithms in-toto names).
@@ -23,7 +23,7 @@ pub struct ResourceDescriptor {
 }
 
 /// An in-toto Statement v1.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Statement {
     pub type_: String,
     pub subject: Vec<ResourceDescriptor>,
@@ -80,7 +80,10 @@ impl Statement {
         let Value::Object(obj) = value else {
             return Err(malformed(
                 WHOLE_DOCUMENT,
-                format!("statement must be a JSON object, found {}", json_kind(&value)),
+                format!(
+                    "statement must be a JSON object, found {}",
+                    json_kind(&value)
+                ),
             ));
         };
 
@@ -174,12 +177,20 @@ fn parse_subject(i: usize, value: &Value) -> Result<ResourceDescriptor, Rejectio
 
     let digest_field = format!("{at}.digest");
     let digest_obj = match obj.get("digest") {
-        None => return Err(malformed(&digest_field, format!("{digest_field} is missing"))),
+        None => {
+            return Err(malformed(
+                &digest_field,
+                format!("{digest_field} is missing"),
+            ))
+        }
         Some(Value::Object(d)) => d,
         Some(other) => {
             return Err(malformed(
                 &digest_field,
-                format!("{digest_field} must be an object, found {}", json_kind(other)),
+                format!(
+                    "{digest_field} must be an object, found {}",
+                    json_kind(other)
+                ),
             ))
         }
     };
@@ -350,7 +361,9 @@ mod tests {
             "_type"
         );
         assert_eq!(
-            field_of(&with(|v| v["_type"] = "https://in-toto.io/Statement/v0.1".into())),
+            field_of(&with(
+                |v| v["_type"] = "https://in-toto.io/Statement/v0.1".into()
+            )),
             "_type"
         );
         assert_eq!(field_of(&with(|v| v["_type"] = 1.into())), "_type");
@@ -374,15 +387,24 @@ mod tests {
                 }),
                 "subject[1].name",
             ),
-            (with(|v| v["subject"][1]["name"] = json!(3)), "subject[1].name"),
+            (
+                with(|v| v["subject"][1]["name"] = json!(3)),
+                "subject[1].name",
+            ),
             (
                 with(|v| {
                     v["subject"][1].as_object_mut().unwrap().remove("digest");
                 }),
                 "subject[1].digest",
             ),
-            (with(|v| v["subject"][1]["digest"] = json!({})), "subject[1].digest"),
-            (with(|v| v["subject"][1]["digest"] = json!([])), "subject[1].digest"),
+            (
+                with(|v| v["subject"][1]["digest"] = json!({})),
+                "subject[1].digest",
+            ),
+            (
+                with(|v| v["subject"][1]["digest"] = json!([])),
+                "subject[1].digest",
+            ),
             (
                 with(|v| v["subject"][1]["digest"]["sha256"] = json!(SHA.to_uppercase())),
                 "subject[1].digest.sha256",
@@ -419,7 +441,14 @@ mod tests {
 
     #[test]
     fn predicate_type_and_predicate_errors() {
-        for bad in [json!(""), json!("slsa provenance"), json!("no-scheme"), json!("1http:x"), json!("https://a b"), json!(1)] {
+        for bad in [
+            json!(""),
+            json!("slsa provenance"),
+            json!("no-scheme"),
+            json!("1http:x"),
+            json!("https://a b"),
+            json!(1),
+        ] {
             assert_eq!(
                 field_of(&with(|v| v["predicateType"] = bad.clone())),
                 "predicateType",
@@ -433,7 +462,10 @@ mod tests {
             "predicateType"
         );
         for bad in [json!(null), json!([]), json!("x"), json!(1)] {
-            assert_eq!(field_of(&with(|v| v["predicate"] = bad.clone())), "predicate");
+            assert_eq!(
+                field_of(&with(|v| v["predicate"] = bad.clone())),
+                "predicate"
+            );
         }
     }
 

@@ -50,10 +50,7 @@ fn dsse() {
 
     let env = Envelope::sign(IN_TOTO_PAYLOAD_TYPE, payload, &key);
     let text = env.to_json();
-    assert_eq!(
-        std::str::from_utf8(&text).unwrap(),
-        s(d, "envelope_text")
-    );
+    assert_eq!(std::str::from_utf8(&text).unwrap(), s(d, "envelope_text"));
     assert_eq!(env.digest().as_str(), s(d, "envelope_digest"));
     assert_eq!(
         EnvelopeDigest::from_pae(&env.pae()).as_str(),
