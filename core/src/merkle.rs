@@ -122,7 +122,9 @@ pub enum MerkleError {
         computed: String,
     },
     /// The consistency proof does not lead to the given root of `tree_size`.
-    #[error("consistency proof gives root {computed} for tree size {tree_size}, expected {expected}")]
+    #[error(
+        "consistency proof gives root {computed} for tree size {tree_size}, expected {expected}"
+    )]
     ConsistencyRootMismatch {
         tree_size: u64,
         expected: String,
@@ -400,13 +402,12 @@ pub fn verify_consistency_proof(
     to_root: &Hash,
 ) -> Result<(), MerkleError> {
     check_consistency(from, to)?;
-    let mismatch = |tree_size: u64, expected: &Hash, computed: &Hash| {
-        MerkleError::ConsistencyRootMismatch {
+    let mismatch =
+        |tree_size: u64, expected: &Hash, computed: &Hash| MerkleError::ConsistencyRootMismatch {
             tree_size,
             expected: hex::encode(expected),
             computed: hex::encode(computed),
-        }
-    };
+        };
     let expected = if from == to {
         0
     } else {
@@ -585,6 +586,12 @@ mod tests {
         t
     }
 
+    /// Built once and read at any size below it: hashing dominates test time in debug builds.
+    fn big() -> &'static MemoryTree {
+        static BIG: std::sync::OnceLock<MemoryTree> = std::sync::OnceLock::new();
+        BIG.get_or_init(|| tree(4096))
+    }
+
     /// RFC 6962 2.1.1 PATH, written from the text over slices: an oracle independent of the
     /// range arithmetic above.
     fn rfc_path(m: usize, d: &[Hash]) -> Vec<Hash> {
@@ -651,15 +658,18 @@ mod tests {
         }
         assert!(matches!(
             t.root_at(301),
-            Err(MerkleError::SizeBeyondTree { size: 301, tree_size: 300 })
+            Err(MerkleError::SizeBeyondTree {
+                size: 301,
+                tree_size: 300
+            })
         ));
     }
 
     #[test]
-    fn proofs_match_rfc_text_for_all_pairs_up_to_140() {
-        let all = leaves(140);
-        let t = tree(140);
-        for n in 1..=140u64 {
+    fn proofs_match_rfc_text_for_all_pairs_up_to_70() {
+        let all = leaves(70);
+        let t = tree(70);
+        for n in 1..=70u64 {
             let d = &all[..n as usize];
             let root = root_from_leaf_hashes(d);
             for i in 0..n {
@@ -702,9 +712,8 @@ mod tests {
             for other in (0..13).filter(|&o| o != i) {
                 assert!(verify_inclusion_proof(&leaf, other, 13, &proof, &root).is_err());
             }
-            for size in (i + 1..20).filter(|&s| s != 13) {
-                assert!(verify_inclusion_proof(&leaf, i, size, &proof, &root).is_err());
-            }
+            // Not checked: other tree sizes. A proof's shape can be the same for several sizes
+            // (index 0 of 9..=16 leaves), which is why a checkpoint signs size and root together.
             let mut longer = proof.clone();
             longer.push(root);
             assert!(matches!(
@@ -737,7 +746,10 @@ mod tests {
         let e = inclusion_proof(5, 5, &t).unwrap_err();
         assert_eq!(e.to_string(), "index 5 is not in a tree of size 5");
         let e = consistency_proof(0, 5, &t).unwrap_err();
-        assert!(matches!(e, MerkleError::ConsistencyFromZero { to: 5 }), "{e}");
+        assert!(
+            matches!(e, MerkleError::ConsistencyFromZero { to: 5 }),
+            "{e}"
+        );
         assert!(e.to_string().contains("tree size 0"), "{e}");
         let e = consistency_proof_node_ids(6, 5).unwrap_err();
         assert!(matches!(e, MerkleError::BadSizes { from: 6, to: 5 }), "{e}");
@@ -767,7 +779,10 @@ mod tests {
         }
         assert!(matches!(
             inclusion_proof(0, 8, &Short),
-            Err(MerkleError::ReaderCount { requested: 3, returned: 1 })
+            Err(MerkleError::ReaderCount {
+                requested: 3,
+                returned: 1
+            })
         ));
         assert!(tree_root(3, &Short).is_err());
     }
@@ -791,7 +806,10 @@ mod tests {
             vec![
                 NodeId { level: 3, index: 0 },
                 NodeId { level: 2, index: 2 },
-                NodeId { level: 0, index: 12 },
+                NodeId {
+                    level: 0,
+                    index: 12
+                },
             ]
         );
     }
@@ -829,7 +847,13 @@ mod tests {
         let u = Uniform::new();
         let leaf = u.0[0];
         assert_eq!(root_node_ids(u64::MAX).len(), 64);
-        for n in [u64::MAX, u64::MAX - 1, 1 << 63, (1 << 63) + 1, (1 << 40) + 12345] {
+        for n in [
+            u64::MAX,
+            u64::MAX - 1,
+            1 << 63,
+            (1 << 63) + 1,
+            (1 << 40) + 12345,
+        ] {
             let root = tree_root(n, &u).unwrap();
             for i in [0, 1, n / 2, n - 2, n - 1] {
                 let ids = inclusion_proof_node_ids(i, n).unwrap();
@@ -855,13 +879,13 @@ mod tests {
     proptest! {
         #[test]
         fn inclusion_verifies_and_any_flipped_bit_fails(
-            n in 1u64..1500, i_seed in any::<u64>(), bit in 0usize..256, which in any::<usize>(),
+            n in 1u64..4096, i_seed in any::<u64>(), bit in 0usize..256, which in any::<usize>(),
         ) {
             let i = i_seed % n;
-            let t = tree(n);
-            let root = t.root();
+            let t = big();
+            let root = t.root_at(n).unwrap();
             let leaf = leaf_hash(&i.to_be_bytes());
-            let proof = inclusion_proof(i, n, &t).unwrap();
+            let proof = inclusion_proof(i, n, t).unwrap();
             prop_assert!(verify_inclusion_proof(&leaf, i, n, &proof, &root).is_ok());
             // Pick one of: a proof element, the leaf, the root.
             let target = which % (proof.len() + 2);
@@ -876,12 +900,12 @@ mod tests {
 
         #[test]
         fn consistency_holds_for_m_le_n(
-            n in 1u64..1500, m_seed in any::<u64>(), bit in 0usize..256, which in any::<usize>(),
+            n in 1u64..4096, m_seed in any::<u64>(), bit in 0usize..256, which in any::<usize>(),
         ) {
             let m = 1 + m_seed % n;
-            let t = tree(n);
-            let (old, new) = (t.root_at(m).unwrap(), t.root());
-            let proof = consistency_proof(m, n, &t).unwrap();
+            let t = big();
+            let (old, new) = (t.root_at(m).unwrap(), t.root_at(n).unwrap());
+            let proof = consistency_proof(m, n, t).unwrap();
             prop_assert!(verify_consistency_proof(m, n, &proof, &old, &new).is_ok());
             let target = which % (proof.len() + 2);
             let (mut o, mut p, mut r) = (old, proof.clone(), new);

@@ -31,11 +31,17 @@ fn hash(v: &Value) -> Hash {
 }
 
 fn hashes(v: &Value) -> Vec<Hash> {
-    v.as_array().expect("array of hashes").iter().map(hash).collect()
+    v.as_array()
+        .expect("array of hashes")
+        .iter()
+        .map(hash)
+        .collect()
 }
 
 fn num(v: &Value, key: &str) -> u64 {
-    v[key].as_u64().unwrap_or_else(|| panic!("{key} is not a u64 in {v}"))
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} is not a u64 in {v}"))
 }
 
 fn load() -> Vectors {
@@ -59,7 +65,12 @@ fn load() -> Vectors {
             .collect()
     };
     let v = Vectors {
-        leaves: m["leaves"].as_array().expect("leaves").iter().map(bytes).collect(),
+        leaves: m["leaves"]
+            .as_array()
+            .expect("leaves")
+            .iter()
+            .map(bytes)
+            .collect(),
         empty_root: hash(&m["empty_root"]),
         roots,
         inclusion: proofs("inclusion", "index", "tree_size", "path"),
@@ -69,8 +80,16 @@ fn load() -> Vectors {
     // Guard against a silently shrunken vector file making the checks below vacuous.
     assert_eq!(v.leaves.len(), 8);
     assert_eq!(v.roots.len(), 8);
-    assert!(v.inclusion.len() >= 20, "{} inclusion vectors", v.inclusion.len());
-    assert!(v.consistency.len() >= 6, "{} consistency vectors", v.consistency.len());
+    assert!(
+        v.inclusion.len() >= 20,
+        "{} inclusion vectors",
+        v.inclusion.len()
+    );
+    assert!(
+        v.consistency.len() >= 6,
+        "{} consistency vectors",
+        v.consistency.len()
+    );
     v
 }
 
@@ -142,11 +161,23 @@ fn roots_match_from_memory_and_tiles() {
     let t = tiled(&lh);
     for (size, root) in &v.roots {
         let n = *size as usize;
-        assert_eq!(&root_from_leaf_hashes(&lh[..n]), root, "brute force, size {size}");
-        assert_eq!(&mem.root_at(*size).unwrap(), root, "memory tree, size {size}");
+        assert_eq!(
+            &root_from_leaf_hashes(&lh[..n]),
+            root,
+            "brute force, size {size}"
+        );
+        assert_eq!(
+            &mem.root_at(*size).unwrap(),
+            root,
+            "memory tree, size {size}"
+        );
         assert_eq!(&t.roots[n], root, "appender, size {size}");
         let fetched = fetch(&t.storage[n], &root_node_ids(*size), *size);
-        assert_eq!(&tree_root(*size, &fetched).unwrap(), root, "tiles, size {size}");
+        assert_eq!(
+            &tree_root(*size, &fetched).unwrap(),
+            root,
+            "tiles, size {size}"
+        );
     }
 }
 
@@ -162,7 +193,11 @@ fn inclusion_proofs_match_from_memory_and_tiles_and_verify() {
         assert_eq!(&inclusion_proof(i, n, &mem).unwrap(), path, "memory, {at}");
         let ids = inclusion_proof_node_ids(i, n).unwrap();
         let fetched = fetch(&t.storage[n as usize], &ids, n);
-        assert_eq!(&inclusion_proof(i, n, &fetched).unwrap(), path, "tiles, {at}");
+        assert_eq!(
+            &inclusion_proof(i, n, &fetched).unwrap(),
+            path,
+            "tiles, {at}"
+        );
 
         let root = t.roots[n as usize];
         let leaf = lh[i as usize];
@@ -171,12 +206,21 @@ fn inclusion_proofs_match_from_memory_and_tiles_and_verify() {
             for e in 0..path.len() {
                 let mut bad = path.clone();
                 bad[e] = flipped(&bad[e], bit);
-                assert!(verify_inclusion_proof(&leaf, i, n, &bad, &root).is_err(), "{at}");
+                assert!(
+                    verify_inclusion_proof(&leaf, i, n, &bad, &root).is_err(),
+                    "{at}"
+                );
             }
             let bad_leaf = flipped(&leaf, bit);
-            assert!(verify_inclusion_proof(&bad_leaf, i, n, path, &root).is_err(), "{at}");
+            assert!(
+                verify_inclusion_proof(&bad_leaf, i, n, path, &root).is_err(),
+                "{at}"
+            );
             let bad_root = flipped(&root, bit);
-            assert!(verify_inclusion_proof(&leaf, i, n, path, &bad_root).is_err(), "{at}");
+            assert!(
+                verify_inclusion_proof(&leaf, i, n, path, &bad_root).is_err(),
+                "{at}"
+            );
         }
     }
 }
@@ -190,10 +234,18 @@ fn consistency_proofs_match_from_memory_and_tiles_and_verify() {
     for (from, to, proof) in &v.consistency {
         let (m, n) = (*from, *to);
         let at = format!("consistency ({m}, {n})");
-        assert_eq!(&consistency_proof(m, n, &mem).unwrap(), proof, "memory, {at}");
+        assert_eq!(
+            &consistency_proof(m, n, &mem).unwrap(),
+            proof,
+            "memory, {at}"
+        );
         let ids = consistency_proof_node_ids(m, n).unwrap();
         let fetched = fetch(&t.storage[n as usize], &ids, n);
-        assert_eq!(&consistency_proof(m, n, &fetched).unwrap(), proof, "tiles, {at}");
+        assert_eq!(
+            &consistency_proof(m, n, &fetched).unwrap(),
+            proof,
+            "tiles, {at}"
+        );
 
         let (old, new) = (t.roots[m as usize], t.roots[n as usize]);
         verify_consistency_proof(m, n, proof, &old, &new).unwrap_or_else(|e| panic!("{at}: {e}"));
@@ -201,12 +253,21 @@ fn consistency_proofs_match_from_memory_and_tiles_and_verify() {
             for e in 0..proof.len() {
                 let mut bad = proof.clone();
                 bad[e] = flipped(&bad[e], bit);
-                assert!(verify_consistency_proof(m, n, &bad, &old, &new).is_err(), "{at}");
+                assert!(
+                    verify_consistency_proof(m, n, &bad, &old, &new).is_err(),
+                    "{at}"
+                );
             }
             let bad_old = flipped(&old, bit);
-            assert!(verify_consistency_proof(m, n, proof, &bad_old, &new).is_err(), "{at}");
+            assert!(
+                verify_consistency_proof(m, n, proof, &bad_old, &new).is_err(),
+                "{at}"
+            );
             let bad_new = flipped(&new, bit);
-            assert!(verify_consistency_proof(m, n, proof, &old, &bad_new).is_err(), "{at}");
+            assert!(
+                verify_consistency_proof(m, n, proof, &old, &bad_new).is_err(),
+                "{at}"
+            );
         }
     }
 }
@@ -217,7 +278,11 @@ fn level_0_partial_tile_of_width_7_matches() {
     let lh = leaf_hashes(&v);
     let mut a = TileAppender::new();
     let out = a.append(&lh[..7]).unwrap();
-    let id = TileId { level: 0, index: 0, width: 7 };
+    let id = TileId {
+        level: 0,
+        index: 0,
+        width: 7,
+    };
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!(out[0].0, id);
     assert_eq!(id.path(), "tile/0/000.p/7");
