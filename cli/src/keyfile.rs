@@ -39,7 +39,10 @@ pub fn read_signing_key(path: &Path) -> Result<SigningKey> {
 pub fn parse_public_key(hexkey: &str) -> Result<VerifyingKey> {
     let bytes = hex::decode(hexkey.trim()).context("--public-key: not hex")?;
     let Ok(raw) = <[u8; 32]>::try_from(bytes.as_slice()) else {
-        bail!("--public-key: expected 32 bytes (64 hex characters), found {}", bytes.len());
+        bail!(
+            "--public-key: expected 32 bytes (64 hex characters), found {}",
+            bytes.len()
+        );
     };
     VerifyingKey::from_bytes(&raw).context("--public-key: not a valid ed25519 point")
 }

@@ -13,7 +13,11 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "acectl", version, about = "ACE Ledger command line: setup, onboarding, signing and publishing")]
+#[command(
+    name = "acectl",
+    version,
+    about = "ACE Ledger command line: setup, onboarding, signing and publishing"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -185,7 +189,9 @@ async fn main() {
 
 async fn run(cli: Cli) -> Result<i32> {
     match cli.cmd {
-        Cmd::Db { cmd: DbCmd::Migrate(db) } => {
+        Cmd::Db {
+            cmd: DbCmd::Migrate(db),
+        } => {
             let mut client = ace_core::db::connect(&db.database_url).await?;
             let report = ace_core::db::migrate(&mut client).await?;
             if report.applied.is_empty() {
@@ -196,7 +202,12 @@ async fn run(cli: Cli) -> Result<i32> {
             }
         }
         Cmd::Nats {
-            cmd: NatsCmd::Init { nats, ack_wait_secs, replicas },
+            cmd:
+                NatsCmd::Init {
+                    nats,
+                    ack_wait_secs,
+                    replicas,
+                },
         } => {
             let names = ace_core::nats::Names::new(&nats.prefix)?;
             let client = connect_nats(&nats).await?;
@@ -237,7 +248,11 @@ async fn run(cli: Cli) -> Result<i32> {
                 .context("inserting into producers")?;
             println!(
                 "producer {id} {}",
-                if n == 1 { "added" } else { "already registered" }
+                if n == 1 {
+                    "added"
+                } else {
+                    "already registered"
+                }
             );
         }
         Cmd::Key {
@@ -252,18 +267,24 @@ async fn run(cli: Cli) -> Result<i32> {
                     db,
                 },
         } => {
-            let producer = ProducerId::parse(&producer).with_context(|| format!("producer id {producer:?}"))?;
+            let producer = ProducerId::parse(&producer)
+                .with_context(|| format!("producer id {producer:?}"))?;
             let vk = if generate {
-                let Some(out) = out else { bail!("--generate needs --out FILE") };
+                let Some(out) = out else {
+                    bail!("--generate needs --out FILE")
+                };
                 let sk = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
                 keyfile::write_secret(&out, &format!("{}\n", hex::encode(sk.to_bytes())))?;
                 sk.verifying_key()
             } else {
-                let Some(hexkey) = public_key else { bail!("give --generate --out FILE or --public-key HEX") };
+                let Some(hexkey) = public_key else {
+                    bail!("give --generate --out FILE or --public-key HEX")
+                };
                 keyfile::parse_public_key(&hexkey)?
             };
             let keyid = KeyId::from_public_key(&vk);
-            let from = parse_time("--valid-from", valid_from.as_deref())?.unwrap_or_else(chrono::Utc::now);
+            let from =
+                parse_time("--valid-from", valid_from.as_deref())?.unwrap_or_else(chrono::Utc::now);
             let until = parse_time("--valid-until", valid_until.as_deref())?;
             let client = ace_core::db::connect(&db.database_url).await?;
             client

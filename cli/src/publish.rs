@@ -37,10 +37,13 @@ pub struct PublishArgs {
 }
 
 pub async fn run(a: PublishArgs) -> Result<i32> {
-    let producer = ProducerId::parse(&a.producer).with_context(|| format!("--producer {:?}", a.producer))?;
+    let producer =
+        ProducerId::parse(&a.producer).with_context(|| format!("--producer {:?}", a.producer))?;
     let names = Names::new(&a.nats.prefix)?;
     let raw: Vec<u8> = match (&a.envelope, &a.statement, &a.key) {
-        (Some(path), _, _) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        (Some(path), _, _) => {
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
+        }
         (None, Some(st), Some(key)) => {
             let key = crate::keyfile::read_signing_key(key)?;
             let payload = std::fs::read(st).with_context(|| format!("reading {}", st.display()))?;
@@ -50,7 +53,9 @@ pub async fn run(a: PublishArgs) -> Result<i32> {
     };
     // The digest is the dedupe key; a malformed envelope is still published so that the
     // ledger's verdict (and DLQ row) is the one the producer sees.
-    let digest = Envelope::parse(&raw).ok().map(|e| e.digest().as_str().to_string());
+    let digest = Envelope::parse(&raw)
+        .ok()
+        .map(|e| e.digest().as_str().to_string());
 
     let client = crate::connect_nats(&a.nats).await?;
     let ack_subject = names.ack_subject(producer.as_str());
@@ -90,7 +95,9 @@ pub async fn run(a: PublishArgs) -> Result<i32> {
     }
     let wait = async {
         while let Some(m) = acks.next().await {
-            let Ok(ack) = serde_json::from_slice::<Ack>(&m.payload) else { continue };
+            let Ok(ack) = serde_json::from_slice::<Ack>(&m.payload) else {
+                continue;
+            };
             if ack.stream_seq == puback.sequence {
                 return Some(ack);
             }
@@ -100,7 +107,11 @@ pub async fn run(a: PublishArgs) -> Result<i32> {
     match tokio::time::timeout(Duration::from_secs(a.timeout_secs), wait).await {
         Ok(Some(ack)) => {
             println!("{}", String::from_utf8_lossy(&ack.to_json()));
-            Ok(if ack.status == AckStatus::Rejected { 3 } else { 0 })
+            Ok(if ack.status == AckStatus::Rejected {
+                3
+            } else {
+                0
+            })
         }
         _ => {
             eprintln!(

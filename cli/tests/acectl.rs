@@ -14,7 +14,9 @@ const ADMIN: &str = "postgres://postgres@127.0.0.1:5432";
 
 fn acectl(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_acectl"));
-    c.args(args).env_remove("ACE_DATABASE_URL").env_remove("ACE_PREFIX");
+    c.args(args)
+        .env_remove("ACE_DATABASE_URL")
+        .env_remove("ACE_PREFIX");
     for (k, v) in env {
         c.env(k, v);
     }
@@ -37,10 +39,17 @@ impl Drop for Db {
     fn drop(&mut self) {
         let name = self.0.clone();
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             rt.block_on(async {
-                let c = ace_core::db::connect(&format!("{ADMIN}/postgres")).await.ok()?;
-                c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.ok()
+                let c = ace_core::db::connect(&format!("{ADMIN}/postgres"))
+                    .await
+                    .ok()?;
+                c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+                    .ok()
             })
         })
         .join();
@@ -52,8 +61,12 @@ async fn a_ledger_set_up_and_fed_with_acectl_alone() {
     let tag = format!("{:010x}", rand::thread_rng().gen::<u64>() & 0xff_ffff_ffff);
     let db = Db(format!("ace_cli_{tag}"));
     let prefix = format!("c{tag}");
-    let root = ace_core::db::connect(&format!("{ADMIN}/postgres")).await.unwrap();
-    root.batch_execute(&format!("CREATE DATABASE {}", db.0)).await.unwrap();
+    let root = ace_core::db::connect(&format!("{ADMIN}/postgres"))
+        .await
+        .unwrap();
+    root.batch_execute(&format!("CREATE DATABASE {}", db.0))
+        .await
+        .unwrap();
     let url = format!("{ADMIN}/{}", db.0);
     let dir = std::env::temp_dir().join(format!("acectl-{tag}"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -66,42 +79,93 @@ async fn a_ledger_set_up_and_fed_with_acectl_alone() {
         (a.join().unwrap(), b.join().unwrap())
     });
     let (a, b) = (ok(&a), ok(&b));
-    assert!(a.contains("applied V1__log") || b.contains("applied V1__log"), "{a}\n{b}");
+    assert!(
+        a.contains("applied V1__log") || b.contains("applied V1__log"),
+        "{a}\n{b}"
+    );
     assert_eq!(ok(&acectl(&["db", "migrate"], &dbenv)), "schema up to date");
 
     let natsenv = [("ACE_PREFIX", prefix.as_str())];
     for _ in 0..2 {
         let out = ok(&acectl(&["nats", "init"], &natsenv));
-        assert!(out.contains(&format!("{}_INTAKE", prefix.to_uppercase())), "{out}");
+        assert!(
+            out.contains(&format!("{}_INTAKE", prefix.to_uppercase())),
+            "{out}"
+        );
     }
 
     let key_path = dir.join("ledger.key");
     let vkey = ok(&acectl(
-        &["ledger-key", "generate", "--origin", "cli.test/ledger", "--out", key_path.to_str().unwrap()],
+        &[
+            "ledger-key",
+            "generate",
+            "--origin",
+            "cli.test/ledger",
+            "--out",
+            key_path.to_str().unwrap(),
+        ],
         &[],
     ));
     let verifier = NoteVerifier::parse(&vkey).expect("prints a verifier key");
-    let signer = NoteSigner::parse_key_file(std::fs::read_to_string(&key_path).unwrap().trim()).unwrap();
+    let signer =
+        NoteSigner::parse_key_file(std::fs::read_to_string(&key_path).unwrap().trim()).unwrap();
     assert_eq!(signer.verifier_key(), vkey);
     assert_eq!(verifier.name(), "cli.test/ledger");
     assert_eq!(mode(&key_path), 0o600);
     // Never overwrite a key.
-    assert!(!acectl(&["ledger-key", "generate", "--origin", "x", "--out", key_path.to_str().unwrap()], &[]).status.success());
+    assert!(!acectl(
+        &[
+            "ledger-key",
+            "generate",
+            "--origin",
+            "x",
+            "--out",
+            key_path.to_str().unwrap()
+        ],
+        &[]
+    )
+    .status
+    .success());
 
-    assert_eq!(ok(&acectl(&["producer", "add", "acme"], &dbenv)), "producer acme added");
-    assert_eq!(ok(&acectl(&["producer", "add", "acme"], &dbenv)), "producer acme already registered");
+    assert_eq!(
+        ok(&acectl(&["producer", "add", "acme"], &dbenv)),
+        "producer acme added"
+    );
+    assert_eq!(
+        ok(&acectl(&["producer", "add", "acme"], &dbenv)),
+        "producer acme already registered"
+    );
     let bad = acectl(&["producer", "add", "Not_Valid"], &dbenv);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("Not_Valid"));
 
     let pk_path = dir.join("acme.key");
-    let keyid = ok(&acectl(&["key", "add", "acme", "--generate", "--out", pk_path.to_str().unwrap()], &dbenv));
+    let keyid = ok(&acectl(
+        &[
+            "key",
+            "add",
+            "acme",
+            "--generate",
+            "--out",
+            pk_path.to_str().unwrap(),
+        ],
+        &dbenv,
+    ));
     assert_eq!(keyid.len(), 64);
     assert_eq!(mode(&pk_path), 0o600);
 
     // sign: a DSSE envelope that parses, with that keyid.
     let statement = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/statement.json");
-    let env_json = ok(&acectl(&["sign", "--key", pk_path.to_str().unwrap(), "--statement", statement.to_str().unwrap()], &[]));
+    let env_json = ok(&acectl(
+        &[
+            "sign",
+            "--key",
+            pk_path.to_str().unwrap(),
+            "--statement",
+            statement.to_str().unwrap(),
+        ],
+        &[],
+    ));
     let env = Envelope::parse(env_json.as_bytes()).unwrap();
     assert_eq!(env.signatures[0].keyid, keyid);
 
@@ -110,7 +174,10 @@ async fn a_ledger_set_up_and_fed_with_acectl_alone() {
         nats_url: "nats://127.0.0.1:4222".into(),
         nats_creds: None,
         nats_nkey_file: None,
-        database_url: ace_core::config::Secret::new(format!("postgres://ace_writer@127.0.0.1:5432/{}", db.0)),
+        database_url: ace_core::config::Secret::new(format!(
+            "postgres://ace_writer@127.0.0.1:5432/{}",
+            db.0
+        )),
         prefix: prefix.clone(),
         log_origin: Some("cli.test/ledger".into()),
         ledger_key_file: key_path.clone(),
@@ -148,15 +215,36 @@ async fn a_ledger_set_up_and_fed_with_acectl_alone() {
     let junk = dir.join("junk.json");
     std::fs::write(&junk, b"{\"payloadType\": 7}").unwrap();
     let out = publish(&["--envelope", junk.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["reason"]["code"], "malformed_envelope");
 
     // Revoke: the next statement signed by that key is key_revoked.
-    assert_eq!(ok(&acectl(&["key", "revoke", &keyid, "--reason", "laptop stolen"], &dbenv)), format!("revoked {keyid}"));
-    assert!(!acectl(&["key", "revoke", &keyid, "--reason", "again"], &dbenv).status.success());
+    assert_eq!(
+        ok(&acectl(
+            &["key", "revoke", &keyid, "--reason", "laptop stolen"],
+            &dbenv
+        )),
+        format!("revoked {keyid}")
+    );
+    assert!(
+        !acectl(&["key", "revoke", &keyid, "--reason", "again"], &dbenv)
+            .status
+            .success()
+    );
     let st2 = dir.join("st2.json");
-    std::fs::write(&st2, std::fs::read_to_string(&statement).unwrap().replace("app-1.2.3", "app-1.2.4")).unwrap();
+    std::fs::write(
+        &st2,
+        std::fs::read_to_string(&statement)
+            .unwrap()
+            .replace("app-1.2.3", "app-1.2.4"),
+    )
+    .unwrap();
     let out = publish(&["--key", &pk, "--statement", st2.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(3));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -166,7 +254,9 @@ async fn a_ledger_set_up_and_fed_with_acectl_alone() {
     task.await.unwrap().unwrap();
     let js = async_nats::jetstream::new(async_nats::connect("127.0.0.1:4222").await.unwrap());
     for s in ["INTAKE", "ACKS", "DLQ", "CHECKPOINTS"] {
-        let _ = js.delete_stream(format!("{}_{s}", prefix.to_uppercase())).await;
+        let _ = js
+            .delete_stream(format!("{}_{s}", prefix.to_uppercase()))
+            .await;
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

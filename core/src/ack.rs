@@ -82,7 +82,9 @@ mod tests {
             index: None,
             block: None,
             warnings: vec![],
-            reason: Some(Rejection::new(RejectionCode::MalformedEnvelope, "not JSON").with_field("envelope")),
+            reason: Some(
+                Rejection::new(RejectionCode::MalformedEnvelope, "not JSON").with_field("envelope"),
+            ),
             stream_seq: 3,
         };
         let v: serde_json::Value = serde_json::from_slice(&ack.to_json()).unwrap();

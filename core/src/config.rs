@@ -164,12 +164,21 @@ mod tests {
     fn bad_number_names_variable_and_value() {
         let vars = env(&[("ACE_BATCH_MAX_ENTRIES", "lots")]);
         let e = Env::from_fn(|k| vars.get(k).cloned());
-        let err = e.parse("ACE_BATCH_MAX_ENTRIES", 1000usize).unwrap_err().to_string();
-        assert!(err.contains("ACE_BATCH_MAX_ENTRIES") && err.contains("lots"), "{err}");
+        let err = e
+            .parse("ACE_BATCH_MAX_ENTRIES", 1000usize)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ACE_BATCH_MAX_ENTRIES") && err.contains("lots"),
+            "{err}"
+        );
     }
 
     #[test]
     fn secret_debug_is_redacted() {
-        assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret(<redacted>)");
+        assert_eq!(
+            format!("{:?}", Secret::new("hunter2")),
+            "Secret(<redacted>)"
+        );
     }
 }

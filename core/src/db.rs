@@ -127,10 +127,13 @@ pub async fn connect(url: &str) -> Result<Client, DbError> {
     let cfg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
         DbError::BadUrl(format!("{}: {e}", describe_url(url)))
     })?;
-    let (client, conn) = cfg.connect(NoTls).await.map_err(|source| DbError::Connect {
-        target: describe_url(url),
-        source,
-    })?;
+    let (client, conn) = cfg
+        .connect(NoTls)
+        .await
+        .map_err(|source| DbError::Connect {
+            target: describe_url(url),
+            source,
+        })?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "postgres connection closed");
@@ -195,10 +198,9 @@ async fn migrate_locked(client: &mut Client) -> Result<MigrateReport, DbError> {
     let user: String = row.get(0);
     let roles: i64 = row.get(1);
     if roles < 5 {
-        client
-            .batch_execute(ROLES_SQL)
-            .await
-            .map_err(|e| DbError::Migrate(format!("creating roles (sql/roles.sql) as {user}: {e}")))?;
+        client.batch_execute(ROLES_SQL).await.map_err(|e| {
+            DbError::Migrate(format!("creating roles (sql/roles.sql) as {user}: {e}"))
+        })?;
     }
     let owner_can_create: bool = client
         .query_one(
@@ -283,7 +285,9 @@ pub async fn assert_privileges(
             .await
             .map_err(|e| DbError::Privilege {
                 role: role.clone(),
-                problem: format!("cannot be checked for {p} on {t}: {e} (has `acectl db migrate` run?)"),
+                problem: format!(
+                    "cannot be checked for {p} on {t}: {e} (has `acectl db migrate` run?)"
+                ),
             })?
             .get(0);
         if !has {
@@ -356,10 +360,9 @@ pub async fn load_keys(
     for r in rows {
         let keyid: String = r.get(0);
         let pk: Vec<u8> = r.get(2);
-        let bytes: [u8; 32] = pk
-            .as_slice()
-            .try_into()
-            .map_err(|_| DbError::Corrupt(format!("producer_keys {keyid}: public key is not 32 bytes")))?;
+        let bytes: [u8; 32] = pk.as_slice().try_into().map_err(|_| {
+            DbError::Corrupt(format!("producer_keys {keyid}: public key is not 32 bytes"))
+        })?;
         let public_key = ed25519_dalek::VerifyingKey::from_bytes(&bytes)
             .map_err(|e| DbError::Corrupt(format!("producer_keys {keyid}: public key: {e}")))?;
         let id = KeyId::parse(&keyid)

@@ -178,7 +178,11 @@ pub fn writer_consumer_config(names: &Names, opts: &InitOptions) -> consumer::pu
 }
 
 /// Create or update the streams and the writer's consumer. Idempotent.
-pub async fn init(js: &jetstream::Context, names: &Names, opts: &InitOptions) -> Result<(), NatsError> {
+pub async fn init(
+    js: &jetstream::Context,
+    names: &Names,
+    opts: &InitOptions,
+) -> Result<(), NatsError> {
     for cfg in stream_configs(names, opts) {
         let name = cfg.name.clone();
         js.create_or_update_stream(cfg)
@@ -202,7 +206,10 @@ pub async fn init(js: &jetstream::Context, names: &Names, opts: &InitOptions) ->
         consumer: WRITER_CONSUMER.to_string(),
         message: e.to_string(),
     };
-    match stream.get_consumer::<consumer::pull::Config>(WRITER_CONSUMER).await {
+    match stream
+        .get_consumer::<consumer::pull::Config>(WRITER_CONSUMER)
+        .await
+    {
         Ok(_) => {
             stream
                 .update_consumer(cfg)

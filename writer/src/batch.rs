@@ -235,7 +235,7 @@ pub fn plan(
             },
             &[signer],
         )?;
-        next.last_block = header.clone();
+        next.last_block = header;
         (
             tiles,
             Some(SealedBlock {

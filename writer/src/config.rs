@@ -70,12 +70,16 @@ impl Config {
                 "ACE_LEDGER_KEY_FILE",
                 "the ledger key made by `acectl ledger-key generate --out FILE`",
             )?),
-            listen: env.parse("ACE_WRITER_LISTEN", SocketAddr::from(([127, 0, 0, 1], 9101)))?,
+            listen: env.parse(
+                "ACE_WRITER_LISTEN",
+                SocketAddr::from(([127, 0, 0, 1], 9101)),
+            )?,
             batch_max_entries: env.parse("ACE_BATCH_MAX_ENTRIES", 1000)?,
             batch_max_delay: ms("ACE_BATCH_MAX_DELAY_MS", 50)?,
             max_envelope_bytes: env.parse("ACE_MAX_ENVELOPE_BYTES", 512 * 1024)?,
             policy: Policy {
-                allowed_payload_types: env.list("ACE_ALLOWED_PAYLOAD_TYPES", &[IN_TOTO_PAYLOAD_TYPE])?,
+                allowed_payload_types: env
+                    .list("ACE_ALLOWED_PAYLOAD_TYPES", &[IN_TOTO_PAYLOAD_TYPE])?,
                 allowed_predicate_types: env.list("ACE_ALLOWED_PREDICATE_TYPES", &[])?,
                 max_subjects: env.parse("ACE_MAX_SUBJECTS", 1024)?,
             },
@@ -146,19 +150,28 @@ mod tests {
 
     #[test]
     fn defaults_follow_design() {
-        let c = env(&[("ACE_DATABASE_URL", "postgres://w@h/d"), ("ACE_LEDGER_KEY_FILE", "/k")]).unwrap();
+        let c = env(&[
+            ("ACE_DATABASE_URL", "postgres://w@h/d"),
+            ("ACE_LEDGER_KEY_FILE", "/k"),
+        ])
+        .unwrap();
         assert_eq!(c.nats_url, "nats://127.0.0.1:4222");
         assert_eq!(c.prefix, "ace");
         assert_eq!(c.listen.to_string(), "127.0.0.1:9101");
         assert_eq!(c.batch_max_entries, 1000);
         assert_eq!(c.batch_max_delay, Duration::from_millis(50));
-        assert_eq!(c.policy.allowed_payload_types, vec![IN_TOTO_PAYLOAD_TYPE.to_string()]);
+        assert_eq!(
+            c.policy.allowed_payload_types,
+            vec![IN_TOTO_PAYLOAD_TYPE.to_string()]
+        );
         assert!(!format!("{c:?}").contains("postgres://w@h/d"));
     }
 
     #[test]
     fn missing_and_bad_settings_are_named() {
-        let e = env(&[("ACE_LEDGER_KEY_FILE", "/k")]).unwrap_err().to_string();
+        let e = env(&[("ACE_LEDGER_KEY_FILE", "/k")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("ACE_DATABASE_URL"), "{e}");
         let e = env(&[
             ("ACE_DATABASE_URL", "x"),
@@ -168,9 +181,13 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("ACE_BATCH_MAX_ENTRIES"), "{e}");
-        let e = env(&[("ACE_DATABASE_URL", "x"), ("ACE_LEDGER_KEY_FILE", "/k"), ("ACE_PREFIX", "a.b")])
-            .unwrap_err()
-            .to_string();
+        let e = env(&[
+            ("ACE_DATABASE_URL", "x"),
+            ("ACE_LEDGER_KEY_FILE", "/k"),
+            ("ACE_PREFIX", "a.b"),
+        ])
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("ACE_PREFIX"), "{e}");
     }
 }

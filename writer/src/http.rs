@@ -92,7 +92,10 @@ async fn readyz(State(s): State<AppState>) -> Response {
 
 async fn metrics(State(s): State<AppState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         s.metrics.render(),
     )
         .into_response()
@@ -118,7 +121,9 @@ mod tests {
             .await
             .unwrap();
         let code = res.status();
-        let body = axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap();
+        let body = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .unwrap();
         (code, String::from_utf8_lossy(&body).into_owned())
     }
 
@@ -139,11 +144,17 @@ mod tests {
     #[tokio::test]
     async fn metrics_are_prometheus_text() {
         let s = state();
-        s.metrics.envelopes.with_label_values(&["acme", "accepted"]).inc_by(3);
+        s.metrics
+            .envelopes
+            .with_label_values(&["acme", "accepted"])
+            .inc_by(3);
         s.metrics.tree_size.set(3);
         let (code, body) = get(app(s), "/metrics").await;
         assert_eq!(code, StatusCode::OK);
-        assert!(body.contains("ace_writer_envelopes_total{outcome=\"accepted\",producer=\"acme\"} 3"), "{body}");
+        assert!(
+            body.contains("ace_writer_envelopes_total{outcome=\"accepted\",producer=\"acme\"} 3"),
+            "{body}"
+        );
         assert!(body.contains("ace_writer_tree_size 3"), "{body}");
     }
 }

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use ace_core::checkpoint::{NoteError, NoteSigner};
 use ace_core::db::{self, DbError, TablePrivilege};
 use ace_core::nats::{Names, NatsError, WRITER_CONSUMER};
-use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
+use async_nats::jetstream::{
+    self, consumer::pull::Stream as PullStream, consumer::PullConsumer, AckKind,
+};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
@@ -84,16 +86,46 @@ impl From<batch::PlanError> for BatchError {
 
 /// What the writer needs of its role; anything more on the log is refused.
 const REQUIRED: &[TablePrivilege] = &[
-    TablePrivilege { table: "producers", privilege: "SELECT" },
-    TablePrivilege { table: "producer_keys", privilege: "SELECT" },
-    TablePrivilege { table: "ledger_entries", privilege: "SELECT" },
-    TablePrivilege { table: "ledger_entries", privilege: "INSERT" },
-    TablePrivilege { table: "ledger_subjects", privilege: "INSERT" },
-    TablePrivilege { table: "ledger_tiles", privilege: "SELECT" },
-    TablePrivilege { table: "ledger_tiles", privilege: "INSERT" },
-    TablePrivilege { table: "ledger_blocks", privilege: "SELECT" },
-    TablePrivilege { table: "ledger_blocks", privilege: "INSERT" },
-    TablePrivilege { table: "dlq_items", privilege: "INSERT" },
+    TablePrivilege {
+        table: "producers",
+        privilege: "SELECT",
+    },
+    TablePrivilege {
+        table: "producer_keys",
+        privilege: "SELECT",
+    },
+    TablePrivilege {
+        table: "ledger_entries",
+        privilege: "SELECT",
+    },
+    TablePrivilege {
+        table: "ledger_entries",
+        privilege: "INSERT",
+    },
+    TablePrivilege {
+        table: "ledger_subjects",
+        privilege: "INSERT",
+    },
+    TablePrivilege {
+        table: "ledger_tiles",
+        privilege: "SELECT",
+    },
+    TablePrivilege {
+        table: "ledger_tiles",
+        privilege: "INSERT",
+    },
+    TablePrivilege {
+        table: "ledger_blocks",
+        privilege: "SELECT",
+    },
+    TablePrivilege {
+        table: "ledger_blocks",
+        privilege: "INSERT",
+    },
+    TablePrivilege {
+        table: "dlq_items",
+        privilege: "INSERT",
+    },
 ];
 
 fn forbidden() -> Vec<TablePrivilege> {
@@ -131,7 +163,11 @@ impl FaultLog {
     fn fault(&mut self, what: &str, detail: &str) {
         let key = format!("{what}: {detail}");
         if self.current.as_deref() != Some(key.as_str()) {
-            tracing::error!(component = what, error = detail, "fault; retrying with backoff");
+            tracing::error!(
+                component = what,
+                error = detail,
+                "fault; retrying with backoff"
+            );
             self.current = Some(key);
         }
     }
@@ -166,10 +202,11 @@ impl Backoff {
 
 fn load_signer(cfg: &Config) -> Result<NoteSigner, WriterError> {
     let path = cfg.ledger_key_file.display().to_string();
-    let text = std::fs::read_to_string(&cfg.ledger_key_file).map_err(|e| WriterError::LedgerKey {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
+    let text =
+        std::fs::read_to_string(&cfg.ledger_key_file).map_err(|e| WriterError::LedgerKey {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
     let signer = NoteSigner::parse_key_file(text.trim()).map_err(|e| WriterError::LedgerKey {
         path: path.clone(),
         reason: e.to_string(),
@@ -274,7 +311,8 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<(),
     let mut nats_events = shutdown.clone();
     tokio::spawn(async move {
         loop {
-            nats_status.set_nats(client.connection_state() == async_nats::connection::State::Connected);
+            nats_status
+                .set_nats(client.connection_state() == async_nats::connection::State::Connected);
             if tokio::time::timeout(Duration::from_millis(500), nats_events.wait_for(|s| *s))
                 .await
                 .is_ok()
@@ -289,7 +327,10 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<(),
 impl Writer {
     /// Outer loop: connect, check privileges, take the lock (or wait as a standby),
     /// then sequence until a fault or shutdown.
-    async fn lead_or_stand_by(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), WriterError> {
+    async fn lead_or_stand_by(
+        &mut self,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), WriterError> {
         let mut backoff = Backoff::new(self.cfg.retry_max);
         let url = self.cfg.database_url.expose().to_string();
         let forbidden = forbidden();
@@ -299,7 +340,10 @@ impl Writer {
                 Ok(c) => c,
                 Err(e) => {
                     self.status.set_postgres(false);
-                    self.metrics.transient_errors.with_label_values(&["postgres"]).inc();
+                    self.metrics
+                        .transient_errors
+                        .with_label_values(&["postgres"])
+                        .inc();
                     self.faults.fault("postgres", &e.to_string());
                     backoff.wait(shutdown).await;
                     continue;
@@ -353,7 +397,12 @@ impl Writer {
     }
 
     /// Wait for the advisory lock. Ok(false) when shutdown came first.
-    async fn take_lock(&mut self, pg: &Client, key: i64, shutdown: &mut watch::Receiver<bool>) -> Result<bool, DbError> {
+    async fn take_lock(
+        &mut self,
+        pg: &Client,
+        key: i64,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<bool, DbError> {
         let mut announced = false;
         loop {
             let got: bool = pg
@@ -379,26 +428,61 @@ impl Writer {
     }
 
     /// Inner loop while holding the lock.
-    async fn lead(&mut self, pg: &mut Client, shutdown: &mut watch::Receiver<bool>) -> Result<(), BatchError> {
+    async fn lead(
+        &mut self,
+        pg: &mut Client,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), BatchError> {
         let mut state = match store::load_state(&*pg).await? {
             Some(s) => s,
             None => {
                 let genesis = batch::genesis(now_ms(), &self.signer)?;
                 store::ensure_genesis(pg, &genesis).await?;
-                store::load_state(&*pg)
-                    .await?
-                    .ok_or_else(|| BatchError::Fatal("genesis block missing after writing it".into()))?
+                store::load_state(&*pg).await?.ok_or_else(|| {
+                    BatchError::Fatal("genesis block missing after writing it".into())
+                })?
             }
         };
         self.metrics.tree_size.set(state.tree_size() as i64);
-        self.metrics.block_height.set(state.last_block.height as i64);
-        tracing::info!(tree_size = state.tree_size(), height = state.last_block.height, "log state loaded");
+        self.metrics
+            .block_height
+            .set(state.last_block.height as i64);
+        tracing::info!(
+            tree_size = state.tree_size(),
+            height = state.last_block.height,
+            "log state loaded"
+        );
         let mut nats_backoff = Backoff::new(self.cfg.retry_max);
+        // One long-lived pull subscription while leading: the client keeps pull requests
+        // topped up and watches heartbeats, and batches are cut here by size or delay.
+        // (Short-lived pull requests with a 50 ms expiry stalled on nats-server 2.9 once
+        // redeliveries were pending: the server did not answer their expiry.)
+        let mut intake: Option<PullStream> = None;
         loop {
+            if intake.is_none() {
+                match self.open_intake().await {
+                    Ok(s) => intake = Some(s),
+                    Err(e) => {
+                        self.metrics
+                            .transient_errors
+                            .with_label_values(&["nats"])
+                            .inc();
+                        self.faults.fault("nats", &e);
+                        nats_backoff.wait(shutdown).await;
+                        if *shutdown.borrow() {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                }
+            }
+            let Some(stream) = intake.as_mut() else {
+                continue;
+            };
             let msgs = tokio::select! {
                 biased;
                 _ = shutdown.wait_for(|s| *s) => return Ok(()),
-                r = self.fetch() => r,
+                r = next_batch(stream, self.cfg.batch_max_entries, self.cfg.batch_max_delay) => r,
             };
             let msgs = match msgs {
                 Ok(m) => {
@@ -407,8 +491,15 @@ impl Writer {
                     m
                 }
                 Err(e) => {
-                    self.metrics.transient_errors.with_label_values(&["nats"]).inc();
-                    self.faults.fault("nats", &e);
+                    intake = None;
+                    self.metrics
+                        .transient_errors
+                        .with_label_values(&["nats"])
+                        .inc();
+                    self.faults.fault(
+                        "nats",
+                        &format!("reading {}: {e}", self.names.intake_stream()),
+                    );
                     nats_backoff.wait(shutdown).await;
                     continue;
                 }
@@ -416,43 +507,39 @@ impl Writer {
             if msgs.is_empty() {
                 continue;
             }
+            tracing::debug!(messages = msgs.len(), "batch fetched");
             if let Err(e) = self.process(pg, &mut state, &msgs).await {
                 for m in &msgs {
                     let _ = m.ack_with(AckKind::Nak(Some(self.cfg.nak_delay))).await;
                 }
                 if let BatchError::Transient(_) = e {
-                    self.metrics.transient_errors.with_label_values(&["postgres"]).inc();
+                    self.metrics
+                        .transient_errors
+                        .with_label_values(&["postgres"])
+                        .inc();
                 }
                 return Err(e);
             }
         }
     }
 
-    async fn fetch(&self) -> Result<Vec<jetstream::Message>, String> {
-        let mut batch = self
-            .consumer
-            .batch()
-            .max_messages(self.cfg.batch_max_entries)
-            .expires(self.cfg.batch_max_delay)
+    async fn open_intake(&self) -> Result<PullStream, String> {
+        self.consumer
+            .stream()
+            .max_messages_per_batch(self.cfg.batch_max_entries)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
             .messages()
             .await
-            .map_err(|e| format!("fetching from {}: {e}", self.names.intake_stream()))?;
-        let mut out = Vec::new();
-        while let Some(m) = batch.next().await {
-            match m {
-                Ok(m) => out.push(m),
-                Err(e) => {
-                    if out.is_empty() {
-                        return Err(format!("fetching from {}: {e}", self.names.intake_stream()));
-                    }
-                    break;
-                }
-            }
-        }
-        Ok(out)
+            .map_err(|e| format!("subscribing to {}: {e}", self.names.intake_stream()))
     }
 
-    async fn process(&mut self, pg: &mut Client, state: &mut LogState, msgs: &[jetstream::Message]) -> Result<(), BatchError> {
+    async fn process(
+        &mut self,
+        pg: &mut Client,
+        state: &mut LogState,
+        msgs: &[jetstream::Message],
+    ) -> Result<(), BatchError> {
         let started = Instant::now();
         let incoming: Vec<Incoming> = msgs.iter().map(to_incoming).collect::<Result<_, _>>()?;
 
@@ -460,9 +547,10 @@ impl Writer {
         let policy = self.cfg.policy.clone();
         let max = self.cfg.max_envelope_bytes;
         let inc = incoming.clone();
-        let parsed = tokio::task::spawn_blocking(move || verify::parse_all(&names, &policy, max, &inc))
-            .await
-            .map_err(|e| BatchError::Fatal(format!("parse task: {e}")))?;
+        let parsed =
+            tokio::task::spawn_blocking(move || verify::parse_all(&names, &policy, max, &inc))
+                .await
+                .map_err(|e| BatchError::Fatal(format!("parse task: {e}")))?;
         let (producers, keyids) = verify::registry_needs(&parsed);
         let registry = Registry {
             producers: db::load_producers(pg, &producers).await?,
@@ -471,10 +559,11 @@ impl Writer {
         let t_registry = started.elapsed();
         let now = now_ms();
         let policy = self.cfg.policy.clone();
-        let verdicts: Vec<Verdict> =
-            tokio::task::spawn_blocking(move || verify::decide_all(parsed, &registry, &policy, now))
-                .await
-                .map_err(|e| BatchError::Fatal(format!("verify task: {e}")))?;
+        let verdicts: Vec<Verdict> = tokio::task::spawn_blocking(move || {
+            verify::decide_all(parsed, &registry, &policy, now)
+        })
+        .await
+        .map_err(|e| BatchError::Fatal(format!("verify task: {e}")))?;
 
         let digests: Vec<String> = verdicts
             .iter()
@@ -510,6 +599,7 @@ impl Writer {
         let t_committed = started.elapsed();
         *state = plan.state.clone();
 
+        tracing::debug!(messages = msgs.len(), "batch committed");
         // Durable in Postgres: now, and only now, settle the messages on JetStream.
         let acks = futures::future::join_all(msgs.iter().map(|m| m.double_ack())).await;
         let failed = acks.iter().filter(|r| r.is_err()).count();
@@ -530,20 +620,33 @@ impl Writer {
         m.dlq_items.inc_by(plan.dlq.len() as u64);
         let mut known: HashMap<&str, bool> = HashMap::new();
         for (i, (producer, ack)) in plan.acks.iter().enumerate() {
-            let registered = *known
-                .entry(producer.as_str())
-                .or_insert_with(|| ack.reason.as_ref().map(|r| r.code != ace_core::rejection::RejectionCode::UnknownProducer).unwrap_or(true));
-            let label = if registered { producer.as_str() } else { UNKNOWN_PRODUCER_LABEL };
-            m.envelopes.with_label_values(&[label, ack.status.as_str()]).inc();
+            let registered = *known.entry(producer.as_str()).or_insert_with(|| {
+                ack.reason
+                    .as_ref()
+                    .map(|r| r.code != ace_core::rejection::RejectionCode::UnknownProducer)
+                    .unwrap_or(true)
+            });
+            let label = if registered {
+                producer.as_str()
+            } else {
+                UNKNOWN_PRODUCER_LABEL
+            };
+            m.envelopes
+                .with_label_values(&[label, ack.status.as_str()])
+                .inc();
             if ack.status == ace_core::ack::AckStatus::Duplicate {
                 m.dedupe_hits.inc();
             }
             if let Some(r) = &ack.reason {
                 m.rejections.with_label_values(&[r.code.as_str()]).inc();
             }
-            if let (true, Some(published)) = (registered, incoming.get(i).and_then(|x| x.published_at_ms)) {
+            if let (true, Some(published)) =
+                (registered, incoming.get(i).and_then(|x| x.published_at_ms))
+            {
                 let secs = (committed_at - published).max(0) as f64 / 1000.0;
-                m.publish_to_commit.with_label_values(&[label]).observe(secs);
+                m.publish_to_commit
+                    .with_label_values(&[label])
+                    .observe(secs);
             }
         }
         if let Some(b) = &plan.block {
@@ -568,7 +671,10 @@ impl Writer {
     async fn publish_outcomes(&self, plan: &batch::Plan, incoming: &[Incoming]) {
         let mut pending = Vec::with_capacity(plan.acks.len() + plan.dlq.len());
         for (producer, ack) in &plan.acks {
-            pending.push(self.js.publish(self.names.ack_subject(producer), ack.to_json().into()));
+            pending.push(
+                self.js
+                    .publish(self.names.ack_subject(producer), ack.to_json().into()),
+            );
         }
         for d in &plan.dlq {
             let notice = serde_json::json!({
@@ -579,7 +685,10 @@ impl Writer {
                 "reason": d.rejection,
                 "size": d.envelope.len(),
             });
-            pending.push(self.js.publish(self.names.dlq_subject(&d.producer), notice.to_string().into()));
+            pending.push(self.js.publish(
+                self.names.dlq_subject(&d.producer),
+                notice.to_string().into(),
+            ));
         }
         let sent = futures::future::join_all(pending).await;
         let mut confirms = Vec::with_capacity(sent.len());
@@ -596,16 +705,55 @@ impl Writer {
             .filter(|r| r.is_err())
             .count();
         if failed > 0 {
-            self.metrics.transient_errors.with_label_values(&["nats"]).inc();
-            tracing::warn!(failed, total = incoming.len(), "some acks or DLQ notices were not confirmed by JetStream");
+            self.metrics
+                .transient_errors
+                .with_label_values(&["nats"])
+                .inc();
+            tracing::warn!(
+                failed,
+                total = incoming.len(),
+                "some acks or DLQ notices were not confirmed by JetStream"
+            );
         }
     }
 }
 
+/// Wait for a first message, then take more until `max` or until `delay` has passed
+/// since the first. An idle second returns an empty batch so the caller can look around.
+async fn next_batch(
+    stream: &mut PullStream,
+    max: usize,
+    delay: Duration,
+) -> Result<Vec<jetstream::Message>, String> {
+    let first = match tokio::time::timeout(Duration::from_secs(1), stream.next()).await {
+        Err(_) => return Ok(Vec::new()),
+        Ok(None) => return Err("the pull subscription ended".into()),
+        Ok(Some(Err(e))) => return Err(e.to_string()),
+        Ok(Some(Ok(m))) => m,
+    };
+    let mut out = vec![first];
+    let deadline = tokio::time::Instant::now() + delay;
+    while out.len() < max {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(m))) => out.push(m),
+            // Keep what was read; the next call surfaces a persistent error.
+            Ok(Some(Err(e))) => {
+                tracing::debug!(error = %e, "pull subscription error after a partial batch");
+                break;
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    Ok(out)
+}
+
 fn to_incoming(m: &jetstream::Message) -> Result<Incoming, BatchError> {
-    let info = m
-        .info()
-        .map_err(|e| BatchError::Fatal(format!("message on {} has no JetStream metadata: {e}", m.subject)))?;
+    let info = m.info().map_err(|e| {
+        BatchError::Fatal(format!(
+            "message on {} has no JetStream metadata: {e}",
+            m.subject
+        ))
+    })?;
     let mut headers = serde_json::Map::new();
     let mut published_at_ms = None;
     if let Some(h) = &m.headers {

@@ -76,8 +76,11 @@ pub async fn load_tiles<C: GenericClient>(c: &C, tree_size: u64) -> Result<TileA
         set.insert(id, hashes)
             .map_err(|e| DbError::Corrupt(format!("tile {}: {e}", id.path())))?;
     }
-    TileAppender::from_partial_tiles(tree_size, &set)
-        .map_err(|e| DbError::Corrupt(format!("rebuilding the tree's right edge at size {tree_size}: {e}")))
+    TileAppender::from_partial_tiles(tree_size, &set).map_err(|e| {
+        DbError::Corrupt(format!(
+            "rebuilding the tree's right edge at size {tree_size}: {e}"
+        ))
+    })
 }
 
 /// Load the state, checking that the tiles reproduce the latest block's root.

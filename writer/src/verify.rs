@@ -153,7 +153,10 @@ pub fn registry_needs(parsed: &[Parsed]) -> (Vec<String>, Vec<String>) {
             }
         }
     }
-    (producers.into_iter().collect(), keyids.into_iter().collect())
+    (
+        producers.into_iter().collect(),
+        keyids.into_iter().collect(),
+    )
 }
 
 /// The registry as read for one batch.
@@ -231,7 +234,12 @@ pub fn decide_all(
         .collect()
 }
 
-pub fn parse_all(names: &Names, policy: &Policy, max_bytes: usize, msgs: &[Incoming]) -> Vec<Parsed> {
+pub fn parse_all(
+    names: &Names,
+    policy: &Policy,
+    max_bytes: usize,
+    msgs: &[Incoming],
+) -> Vec<Parsed> {
     msgs.par_iter()
         .map(|m| parse(names, policy, max_bytes, m))
         .collect()

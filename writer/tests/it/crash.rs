@@ -66,7 +66,11 @@ async fn sigkilled_writer_loses_nothing_and_duplicates_nothing() {
             for chunk in items.chunks(1000) {
                 let mut futs = Vec::new();
                 for (p, raw) in chunk {
-                    futs.push(js.publish(names.intake_subject(p), raw.clone().into()).await.unwrap());
+                    futs.push(
+                        js.publish(names.intake_subject(p), raw.clone().into())
+                            .await
+                            .unwrap(),
+                    );
                 }
                 for f in futs {
                     f.await.unwrap();
@@ -79,7 +83,11 @@ async fn sigkilled_writer_loses_nothing_and_duplicates_nothing() {
     let mut kills: usize = 0;
     let mut rng = rand::rngs::StdRng::from_entropy();
     loop {
-        let n: i64 = admin.query_one("SELECT count(*) FROM ledger_entries", &[]).await.unwrap().get(0);
+        let n: i64 = admin
+            .query_one("SELECT count(*) FROM ledger_entries", &[])
+            .await
+            .unwrap()
+            .get(0);
         if n as u64 >= TOTAL || kills >= 5 {
             break;
         }
@@ -103,7 +111,11 @@ async fn sigkilled_writer_loses_nothing_and_duplicates_nothing() {
         unacked <= kills * 1000,
         "{unacked} messages got no ack; at most one batch per kill may lose its producer acks"
     );
-    let dlq: i64 = admin.query_one("SELECT count(*) FROM dlq_items", &[]).await.unwrap().get(0);
+    let dlq: i64 = admin
+        .query_one("SELECT count(*) FROM dlq_items", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(dlq, 0);
     eprintln!(
         "crash test: {TOTAL} envelopes, {kills} SIGKILLs, {} blocks, {unacked} producer acks lost to kills, {:.1} s from first publish to last commit = {:.0} envelopes/s (including restarts and ack_wait redeliveries)",

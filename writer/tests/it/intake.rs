@@ -9,18 +9,25 @@ use super::support::*;
 pub async fn try_http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
-        .await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await?;
     let text = String::from_utf8_lossy(&buf).into_owned();
     let code = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((code, body))
 }
 
 pub async fn http_get(port: u16, path: &str) -> (u16, String) {
-    try_http_get(port, path).await.unwrap_or_else(|e| panic!("GET {path} on port {port}: {e}"))
+    try_http_get(port, path)
+        .await
+        .unwrap_or_else(|e| panic!("GET {path} on port {port}: {e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,9 +52,17 @@ async fn thousand_envelopes_from_three_producers_make_a_verified_log() {
     let seqs = l.publish_many(items).await;
     let acks = collect_acks(&mut acks, 1000, Duration::from_secs(60)).await;
 
-    assert!(acks.iter().all(|a| a.status == AckStatus::Accepted), "every ack accepted: {:?}", acks.iter().find(|a| a.status != AckStatus::Accepted));
+    assert!(
+        acks.iter().all(|a| a.status == AckStatus::Accepted),
+        "every ack accepted: {:?}",
+        acks.iter().find(|a| a.status != AckStatus::Accepted)
+    );
     let acked: HashSet<u64> = acks.iter().map(|a| a.stream_seq).collect();
-    assert_eq!(acked, seqs.iter().copied().collect(), "one ack per published message");
+    assert_eq!(
+        acked,
+        seqs.iter().copied().collect(),
+        "one ack per published message"
+    );
 
     let c = l.db.admin().await;
     let report = check_log(&c, &l.signer).await;
@@ -57,9 +72,17 @@ async fn thousand_envelopes_from_three_producers_make_a_verified_log() {
         let d = a.digest.as_ref().unwrap();
         assert_eq!(report.digests.get(d), a.index.as_ref(), "ack index for {d}");
     }
-    let dlq: i64 = c.query_one("SELECT count(*) FROM dlq_items", &[]).await.unwrap().get(0);
+    let dlq: i64 = c
+        .query_one("SELECT count(*) FROM dlq_items", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(dlq, 0);
-    let subjects: i64 = c.query_one("SELECT count(*) FROM ledger_subjects", &[]).await.unwrap().get(0);
+    let subjects: i64 = c
+        .query_one("SELECT count(*) FROM ledger_subjects", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(subjects, 1000, "one indexed subject per statement");
 
     // The metrics count what happened.
@@ -67,11 +90,15 @@ async fn thousand_envelopes_from_three_producers_make_a_verified_log() {
     assert_eq!(code, 200);
     for p in producers {
         let n = if p == "alpha" { 334 } else { 333 };
-        let line = format!("ace_writer_envelopes_total{{outcome=\"accepted\",producer=\"{p}\"}} {n}");
+        let line =
+            format!("ace_writer_envelopes_total{{outcome=\"accepted\",producer=\"{p}\"}} {n}");
         assert!(metrics.contains(&line), "missing {line:?} in\n{metrics}");
     }
     assert!(metrics.contains("ace_writer_tree_size 1000"), "{metrics}");
-    assert!(metrics.contains("ace_writer_publish_to_commit_seconds_count{producer=\"alpha\"} 334"), "{metrics}");
+    assert!(
+        metrics.contains("ace_writer_publish_to_commit_seconds_count{producer=\"alpha\"} 334"),
+        "{metrics}"
+    );
     let (code, ready) = http_get(port, "/readyz").await;
     assert_eq!(code, 200, "{ready}");
     assert!(ready.contains("\"role\":\"leader\""), "{ready}");

@@ -21,7 +21,10 @@ async fn wait_role(port: u16, want: &str, timeout: Duration) {
         if role(port).await == want {
             return;
         }
-        assert!(Instant::now() < deadline, "writer on {port} never became {want}");
+        assert!(
+            Instant::now() < deadline,
+            "writer on {port} never became {want}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -44,8 +47,22 @@ async fn standby_takes_over_when_the_leader_dies() {
     wait_role(pb, "standby", Duration::from_secs(30)).await;
     assert_eq!(role(pa).await, "leader");
 
-    let first: Vec<(String, Vec<u8>)> = (0..2000).map(|n| ("acme".to_string(), sign(&statement(n, "lead"), l.key("acme")))).collect();
-    let second: Vec<(String, Vec<u8>)> = (2000..4000).map(|n| ("acme".to_string(), sign(&statement(n, "lead"), l.key("acme")))).collect();
+    let first: Vec<(String, Vec<u8>)> = (0..2000)
+        .map(|n| {
+            (
+                "acme".to_string(),
+                sign(&statement(n, "lead"), l.key("acme")),
+            )
+        })
+        .collect();
+    let second: Vec<(String, Vec<u8>)> = (2000..4000)
+        .map(|n| {
+            (
+                "acme".to_string(),
+                sign(&statement(n, "lead"), l.key("acme")),
+            )
+        })
+        .collect();
     l.publish_many(first).await;
     let admin = l.db.admin().await;
     wait_for_entries(&admin, 1, Duration::from_secs(30)).await;
@@ -68,21 +85,50 @@ async fn sigterm_stops_cleanly() {
     let port = free_port();
     let child = l.spawn_writer_process(port);
     wait_role(port, "leader", Duration::from_secs(30)).await;
-    let items: Vec<(String, Vec<u8>)> = (0..3000).map(|n| ("acme".to_string(), sign(&statement(n, "term"), l.key("acme")))).collect();
+    let items: Vec<(String, Vec<u8>)> = (0..3000)
+        .map(|n| {
+            (
+                "acme".to_string(),
+                sign(&statement(n, "term"), l.key("acme")),
+            )
+        })
+        .collect();
     l.publish_many(items).await;
     let admin = l.db.admin().await;
     wait_for_entries(&admin, 1, Duration::from_secs(30)).await;
     let pid = child.pid().to_string();
-    let st = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
     assert!(st.success());
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap();
-    assert!(status.success(), "writer exit status after SIGTERM: {status:?}");
-    let committed: i64 = admin.query_one("SELECT count(*) FROM ledger_entries", &[]).await.unwrap().get(0);
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap();
+    assert!(
+        status.success(),
+        "writer exit status after SIGTERM: {status:?}"
+    );
+    let committed: i64 = admin
+        .query_one("SELECT count(*) FROM ledger_entries", &[])
+        .await
+        .unwrap()
+        .get(0);
     // Nothing committed is left unacked: the consumer's ack floor covers every entry.
-    let stream = l.nats.js.get_stream(l.nats.names.intake_stream()).await.unwrap();
-    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
-        stream.get_consumer(ace_core::nats::WRITER_CONSUMER).await.unwrap();
+    let stream = l
+        .nats
+        .js
+        .get_stream(l.nats.names.intake_stream())
+        .await
+        .unwrap();
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
+        .get_consumer(ace_core::nats::WRITER_CONSUMER)
+        .await
+        .unwrap();
     let info = consumer.info().await.unwrap();
-    assert_eq!(info.ack_floor.stream_sequence as i64, committed, "acked exactly what was committed");
+    assert_eq!(
+        info.ack_floor.stream_sequence as i64, committed,
+        "acked exactly what was committed"
+    );
     check_log(&admin, &l.signer).await;
 }

@@ -18,7 +18,12 @@ async fn postgres_outage_loses_nothing() {
     let mut acks = l.ack_stream().await;
     const TOTAL: u64 = 3000;
     let items: Vec<(String, Vec<u8>)> = (0..TOTAL)
-        .map(|n| ("acme".to_string(), sign(&statement(n, "outage"), l.key("acme"))))
+        .map(|n| {
+            (
+                "acme".to_string(),
+                sign(&statement(n, "outage"), l.key("acme")),
+            )
+        })
         .collect();
     let js = l.nats.js.clone();
     let names = l.nats.names.clone();
@@ -27,7 +32,11 @@ async fn postgres_outage_loses_nothing() {
         for chunk in items.chunks(100) {
             let mut futs = Vec::new();
             for (p, raw) in chunk {
-                futs.push(js.publish(names.intake_subject(p), raw.clone().into()).await.unwrap());
+                futs.push(
+                    js.publish(names.intake_subject(p), raw.clone().into())
+                        .await
+                        .unwrap(),
+                );
             }
             for f in futs {
                 f.await.unwrap();
@@ -42,13 +51,19 @@ async fn postgres_outage_loses_nothing() {
     tokio::task::spawn_blocking(move || p.kill()).await.unwrap();
     tokio::time::sleep(Duration::from_secs(10)).await;
     let p = pg.clone();
-    tokio::task::spawn_blocking(move || p.resume()).await.unwrap();
+    tokio::task::spawn_blocking(move || p.resume())
+        .await
+        .unwrap();
     publisher.await.unwrap();
     let admin = l.db.admin().await;
     wait_for_entries(&admin, TOTAL as i64, Duration::from_secs(120)).await;
     let report = check_log(&admin, &l.signer).await;
     assert_eq!(report.entries, TOTAL);
-    let dlq: i64 = admin.query_one("SELECT count(*) FROM dlq_items", &[]).await.unwrap().get(0);
+    let dlq: i64 = admin
+        .query_one("SELECT count(*) FROM dlq_items", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(dlq, 0, "a database outage never lands in the DLQ");
     let got = collect_acks(&mut acks, TOTAL as usize, Duration::from_secs(60)).await;
     assert!(got.iter().all(|a| a.status == AckStatus::Accepted));

@@ -23,7 +23,10 @@ impl PgServer {
     pub fn start() -> PgServer {
         let dir = std::env::temp_dir().join(super::support::unique("ace-pg-"));
         std::fs::create_dir_all(&dir).unwrap();
-        let status = Command::new("chown").args(["postgres:postgres", dir.to_str().unwrap()]).status().unwrap();
+        let status = Command::new("chown")
+            .args(["postgres:postgres", dir.to_str().unwrap()])
+            .status()
+            .unwrap();
         assert!(status.success(), "chown of the private Postgres directory");
         let data = dir.join("data");
         let out = as_postgres(&[
@@ -36,7 +39,11 @@ impl PgServer {
             "postgres",
             "--no-sync",
         ]);
-        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let pg = PgServer {
             dir,
             port: super::support::free_port(),
@@ -78,14 +85,34 @@ impl PgServer {
 
     /// Stop abruptly, as a crash or a network cut looks to clients.
     pub fn kill(&self) {
-        let out = as_postgres(&[&format!("{BIN}/pg_ctl"), "-D", &self.data(), "-m", "immediate", "-w", "stop"]);
-        assert!(out.status.success(), "pg_ctl stop: {}", String::from_utf8_lossy(&out.stderr));
+        let out = as_postgres(&[
+            &format!("{BIN}/pg_ctl"),
+            "-D",
+            &self.data(),
+            "-m",
+            "immediate",
+            "-w",
+            "stop",
+        ]);
+        assert!(
+            out.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
 impl Drop for PgServer {
     fn drop(&mut self) {
-        let _ = as_postgres(&[&format!("{BIN}/pg_ctl"), "-D", &self.data(), "-m", "immediate", "-w", "stop"]);
+        let _ = as_postgres(&[
+            &format!("{BIN}/pg_ctl"),
+            "-D",
+            &self.data(),
+            "-m",
+            "immediate",
+            "-w",
+            "stop",
+        ]);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -27,7 +27,14 @@ async fn every_rejection_code_lands_in_the_dlq_with_its_reason() {
     l.add_producer("other").await;
     let admin = l.db.admin().await;
     let revoked = SigningKey::from_bytes(&rand::thread_rng().gen());
-    let revoked_id = register_key(&admin, "acme", &revoked, "now() - interval '2 hours'", "NULL").await;
+    let revoked_id = register_key(
+        &admin,
+        "acme",
+        &revoked,
+        "now() - interval '2 hours'",
+        "NULL",
+    )
+    .await;
     admin
         .execute(
             "UPDATE producer_keys SET revoked_at = now() - interval '1 minute', revoke_reason = 'leaked' WHERE keyid = $1",
@@ -36,7 +43,14 @@ async fn every_rejection_code_lands_in_the_dlq_with_its_reason() {
         .await
         .unwrap();
     let expired = SigningKey::from_bytes(&rand::thread_rng().gen());
-    let expired_id = register_key(&admin, "acme", &expired, "now() - interval '2 days'", "now() - interval '1 day'").await;
+    let expired_id = register_key(
+        &admin,
+        "acme",
+        &expired,
+        "now() - interval '2 days'",
+        "now() - interval '1 day'",
+    )
+    .await;
     let stranger = SigningKey::from_bytes(&rand::thread_rng().gen());
     let stranger_id = ace_core::ids::KeyId::from_public_key(&stranger.verifying_key());
 
@@ -98,11 +112,17 @@ async fn every_rejection_code_lands_in_the_dlq_with_its_reason() {
         by_seq.insert(seq, i);
     }
     // One good envelope: rejections do not stop the batch.
-    let good_seq = l.publish_raw("acme", sign(&good(100), l.key("acme")), None).await;
+    let good_seq = l
+        .publish_raw("acme", sign(&good(100), l.key("acme")), None)
+        .await;
 
     let got = collect_acks(&mut acks, cases.len() + 1, Duration::from_secs(30)).await;
     let covered: std::collections::HashSet<_> = cases.iter().map(|c| c.code).collect();
-    assert_eq!(covered.len(), RejectionCode::ALL.len(), "every rejection code has a case");
+    assert_eq!(
+        covered.len(),
+        RejectionCode::ALL.len(),
+        "every rejection code has a case"
+    );
     let admin = l.db.admin().await;
     for a in got {
         if a.stream_seq == good_seq {
@@ -116,7 +136,13 @@ async fn every_rejection_code_lands_in_the_dlq_with_its_reason() {
         if !c.field.is_empty() {
             assert_eq!(r.field.as_deref(), Some(c.field), "{}: {r:?}", c.name);
         }
-        assert!(r.detail.contains(&c.detail), "{}: detail {:?} lacks {:?}", c.name, r.detail, c.detail);
+        assert!(
+            r.detail.contains(&c.detail),
+            "{}: detail {:?} lacks {:?}",
+            c.name,
+            r.detail,
+            c.detail
+        );
         let row = admin
             .query_one(
                 "SELECT envelope, code, detail, field, producer, subject FROM dlq_items WHERE stream_seq = $1",
@@ -124,13 +150,22 @@ async fn every_rejection_code_lands_in_the_dlq_with_its_reason() {
             )
             .await
             .unwrap_or_else(|e| panic!("{}: DLQ row: {e}", c.name));
-        assert_eq!(row.get::<_, Vec<u8>>(0), c.raw, "{}: DLQ keeps the raw bytes", c.name);
+        assert_eq!(
+            row.get::<_, Vec<u8>>(0),
+            c.raw,
+            "{}: DLQ keeps the raw bytes",
+            c.name
+        );
         assert_eq!(row.get::<_, String>(1), c.code.as_str());
         assert_eq!(row.get::<_, String>(2), r.detail);
         assert_eq!(row.get::<_, Option<String>>(3), r.field);
         assert_eq!(row.get::<_, String>(4), c.producer);
     }
-    let dlq: i64 = admin.query_one("SELECT count(*) FROM dlq_items", &[]).await.unwrap().get(0);
+    let dlq: i64 = admin
+        .query_one("SELECT count(*) FROM dlq_items", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(dlq as usize, cases.len());
     for _ in 0..cases.len() {
         let m = tokio::time::timeout(Duration::from_secs(10), dlq_notices.next())

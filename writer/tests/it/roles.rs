@@ -8,18 +8,29 @@ async fn log_tables_refuse_update_delete_and_truncate_even_for_the_owner() {
     l.add_producer("acme").await;
     let w = l.spawn_writer(l.writer_config());
     let mut acks = l.ack_stream().await;
-    l.publish_raw("acme", sign(&statement(1, "ro"), l.key("acme")), None).await;
+    l.publish_raw("acme", sign(&statement(1, "ro"), l.key("acme")), None)
+        .await;
     collect_acks(&mut acks, 1, Duration::from_secs(30)).await;
     w.stop().await;
 
     // A superuser (triggers still on), the owner, and the writer.
     let owner = ace_core::db::connect(&l.db.url("ace_owner")).await.unwrap();
-    let writer = ace_core::db::connect(&l.db.url("ace_writer")).await.unwrap();
+    let writer = ace_core::db::connect(&l.db.url("ace_writer"))
+        .await
+        .unwrap();
     let admin = l.db.admin().await;
-    for (who, c) in [("superuser", &admin), ("ace_owner", &owner), ("ace_writer", &writer)] {
+    for (who, c) in [
+        ("superuser", &admin),
+        ("ace_owner", &owner),
+        ("ace_writer", &writer),
+    ] {
         for table in ace_core::db::LOG_TABLES {
             for stmt in [
-                format!("UPDATE {table} SET {} = {}", first_col(table), first_col(table)),
+                format!(
+                    "UPDATE {table} SET {} = {}",
+                    first_col(table),
+                    first_col(table)
+                ),
                 format!("DELETE FROM {table}"),
                 format!("TRUNCATE {table} CASCADE"),
             ] {
@@ -28,7 +39,10 @@ async fn log_tables_refuse_update_delete_and_truncate_even_for_the_owner() {
                     .await
                     .err()
                     .unwrap_or_else(|| panic!("{who}: {stmt} succeeded"));
-                let msg = err.as_db_error().map(|e| e.message().to_string()).unwrap_or_default();
+                let msg = err
+                    .as_db_error()
+                    .map(|e| e.message().to_string())
+                    .unwrap_or_default();
                 assert!(
                     msg.contains("append-only") || msg.contains("permission denied"),
                     "{who}: {stmt}: {msg}"
@@ -36,12 +50,25 @@ async fn log_tables_refuse_update_delete_and_truncate_even_for_the_owner() {
             }
         }
     }
-    let n: i64 = admin.query_one("SELECT count(*) FROM ledger_entries", &[]).await.unwrap().get(0);
+    let n: i64 = admin
+        .query_one("SELECT count(*) FROM ledger_entries", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 1);
     // The reader role writes nothing.
-    let reader = ace_core::db::connect(&l.db.url("ace_reader")).await.unwrap();
-    for stmt in ["INSERT INTO producers (producer) VALUES ('x')", "DELETE FROM dlq_items", "UPDATE producers SET status = 'suspended'"] {
-        assert!(reader.batch_execute(stmt).await.is_err(), "ace_reader: {stmt} succeeded");
+    let reader = ace_core::db::connect(&l.db.url("ace_reader"))
+        .await
+        .unwrap();
+    for stmt in [
+        "INSERT INTO producers (producer) VALUES ('x')",
+        "DELETE FROM dlq_items",
+        "UPDATE producers SET status = 'suspended'",
+    ] {
+        assert!(
+            reader.batch_execute(stmt).await.is_err(),
+            "ace_reader: {stmt} succeeded"
+        );
     }
 }
 
@@ -59,7 +86,13 @@ async fn writer_refuses_to_start_with_a_role_that_could_rewrite_the_log() {
     // A superuser.
     let mut cfg = l.writer_config();
     cfg.database_url = ace_core::config::Secret::new(l.db.url("postgres"));
-    let err = l.spawn_writer(cfg).task.await.unwrap().unwrap_err().to_string();
+    let err = l
+        .spawn_writer(cfg)
+        .task
+        .await
+        .unwrap()
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("superuser"), "{err}");
 
     // A role that holds UPDATE on ledger_entries.
@@ -73,20 +106,38 @@ async fn writer_refuses_to_start_with_a_role_that_could_rewrite_the_log() {
         .unwrap();
     let mut cfg = l.writer_config();
     cfg.database_url = ace_core::config::Secret::new(l.db.url(&role));
-    let err = l.spawn_writer(cfg).task.await.unwrap().unwrap_err().to_string();
+    let err = l
+        .spawn_writer(cfg)
+        .task
+        .await
+        .unwrap()
+        .unwrap_err()
+        .to_string();
     admin
-        .batch_execute(&format!("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}; REVOKE ace_writer FROM {role};"))
+        .batch_execute(&format!(
+            "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}; REVOKE ace_writer FROM {role};"
+        ))
         .await
         .unwrap();
     drop(l);
-    let root = ace_core::db::connect("postgres://postgres@127.0.0.1:5432/postgres").await.unwrap();
-    let _ = root.batch_execute(&format!("DROP ROLE IF EXISTS {role}")).await;
+    let root = ace_core::db::connect("postgres://postgres@127.0.0.1:5432/postgres")
+        .await
+        .unwrap();
+    let _ = root
+        .batch_execute(&format!("DROP ROLE IF EXISTS {role}"))
+        .await;
     assert!(err.contains("UPDATE on ledger_entries"), "{err}");
 
     // A role missing what it needs.
     let l = Ledger::new().await;
     let mut cfg = l.writer_config();
     cfg.database_url = ace_core::config::Secret::new(l.db.url("ace_reader"));
-    let err = l.spawn_writer(cfg).task.await.unwrap().unwrap_err().to_string();
+    let err = l
+        .spawn_writer(cfg)
+        .task
+        .await
+        .unwrap()
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("lacks INSERT on ledger_entries"), "{err}");
 }

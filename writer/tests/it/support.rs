@@ -50,7 +50,9 @@ impl TestDb {
         let c = ace_core::db::connect(&admin)
             .await
             .unwrap_or_else(|e| panic!("the test Postgres at {host}:{port} is needed: {e}"));
-        c.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+        c.batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
         let db = TestDb {
             name,
             host: host.into(),
@@ -62,7 +64,10 @@ impl TestDb {
     }
 
     pub fn url(&self, user: &str) -> String {
-        format!("postgres://{user}@{}:{}/{}", self.host, self.port, self.name)
+        format!(
+            "postgres://{user}@{}:{}/{}",
+            self.host, self.port, self.name
+        )
     }
 
     pub async fn admin(&self) -> tokio_postgres::Client {
@@ -76,7 +81,10 @@ impl Drop for TestDb {
         let name = self.name.clone();
         // Drop runs inside or outside a runtime; a thread with its own runtime works in both.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             rt.block_on(async {
                 let c = ace_core::db::connect(&admin).await.ok()?;
                 c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -127,7 +135,10 @@ impl Drop for TestNats {
             self.names.checkpoints_stream(),
         ];
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             rt.block_on(async {
                 for s in streams {
                     let _ = js.delete_stream(&s).await;
@@ -157,7 +168,8 @@ impl Ledger {
     pub fn from_parts(db: TestDb, nats: TestNats) -> Ledger {
         let dir = std::env::temp_dir().join(unique("ace-it-"));
         std::fs::create_dir_all(&dir).unwrap();
-        let signer = NoteSigner::generate(&format!("test.example/{}", nats.names.prefix())).unwrap();
+        let signer =
+            NoteSigner::generate(&format!("test.example/{}", nats.names.prefix())).unwrap();
         let key_file = dir.join("ledger.key");
         std::fs::write(&key_file, signer.to_key_file()).unwrap();
         Ledger {
@@ -194,7 +206,9 @@ impl Ledger {
     pub async fn add_producer(&mut self, id: &str) -> KeyId {
         let sk = SigningKey::from_bytes(&rand::thread_rng().gen());
         let c = self.db.admin().await;
-        c.execute("INSERT INTO producers (producer) VALUES ($1)", &[&id]).await.unwrap();
+        c.execute("INSERT INTO producers (producer) VALUES ($1)", &[&id])
+            .await
+            .unwrap();
         let keyid = register_key(&c, id, &sk, "now() - interval '1 hour'", "NULL").await;
         self.producers.insert(id.to_string(), sk);
         keyid
@@ -224,7 +238,10 @@ impl Ledger {
             .env("ACE_STANDBY_POLL_MS", "200")
             .env("ACE_RETRY_MAX_MS", "1000")
             .env("ACE_NAK_DELAY_MS", "200")
-            .env("ACE_LOG", std::env::var("ACE_TEST_WRITER_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "ACE_LOG",
+                std::env::var("ACE_TEST_WRITER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .spawn()
             .map(|c| WriterProcess(Some(c)))
             .expect("spawning ace-writer")
@@ -267,7 +284,9 @@ impl Ledger {
         for chunk in items.chunks(500) {
             let mut futs = Vec::with_capacity(chunk.len());
             for (producer, raw) in chunk {
-                let digest = Envelope::parse(raw).map(|e| e.digest().as_str().to_string()).ok();
+                let digest = Envelope::parse(raw)
+                    .map(|e| e.digest().as_str().to_string())
+                    .ok();
                 let mut h = async_nats::HeaderMap::new();
                 if let Some(d) = &digest {
                     h.insert("Nats-Msg-Id", d.as_str());
@@ -281,7 +300,11 @@ impl Ledger {
                 futs.push(
                     self.nats
                         .js
-                        .publish_with_headers(self.nats.names.intake_subject(producer), h, raw.clone().into())
+                        .publish_with_headers(
+                            self.nats.names.intake_subject(producer),
+                            h,
+                            raw.clone().into(),
+                        )
                         .await
                         .unwrap(),
                 );
@@ -359,7 +382,8 @@ impl WriterHandle {
         let r = tokio::time::timeout(Duration::from_secs(30), self.task)
             .await
             .expect("writer did not stop within 30 s of shutdown");
-        r.expect("writer task panicked").expect("writer returned an error");
+        r.expect("writer task panicked")
+            .expect("writer returned an error");
     }
 }
 
@@ -391,7 +415,10 @@ pub async fn collect_acks(
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, sub.next()).await {
             Ok(Some(m)) => out.push(serde_json::from_slice(&m.payload).expect("ack is JSON")),
-            _ => panic!("only {} of {want} acks arrived within {timeout:?}", out.len()),
+            _ => panic!(
+                "only {} of {want} acks arrived within {timeout:?}",
+                out.len()
+            ),
         }
     }
     out
@@ -409,7 +436,10 @@ pub async fn wait_for_entries(c: &tokio_postgres::Client, n: i64, timeout: Durat
         if have >= n {
             return;
         }
-        assert!(Instant::now() < deadline, "log has {have} of {n} entries after {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "log has {have} of {n} entries after {timeout:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -453,7 +483,10 @@ pub async fn check_log(c: &tokio_postgres::Client, signer: &NoteSigner) -> LogRe
         };
         assert_eq!(expected.to_bytes(), leaf, "entry {idx}: leaf record");
         tree.push(leaf_hash(&leaf));
-        assert!(digests.insert(digest, idx as u64).is_none(), "entry {idx}: digest appears twice");
+        assert!(
+            digests.insert(digest, idx as u64).is_none(),
+            "entry {idx}: digest appears twice"
+        );
         leaf_blocks.push(r.get::<_, i64>(6));
     }
     let blocks = c
@@ -477,7 +510,11 @@ pub async fn check_log(c: &tokio_postgres::Client, signer: &NoteSigner) -> LogRe
             sealed_at: b.get(6),
         };
         let block_hash: Vec<u8> = b.get(4);
-        assert_eq!(header.block_hash().to_vec(), block_hash, "block {h}: block hash");
+        assert_eq!(
+            header.block_hash().to_vec(),
+            block_hash,
+            "block {h}: block hash"
+        );
         match &prev {
             None => {
                 assert_eq!(header.tree_size, 0, "genesis has tree size 0");
@@ -505,7 +542,11 @@ pub async fn check_log(c: &tokio_postgres::Client, signer: &NoteSigner) -> LogRe
         prev = Some(header);
     }
     let last = prev.expect("at least genesis");
-    assert_eq!(last.tree_size, tree.size(), "latest block covers every entry");
+    assert_eq!(
+        last.tree_size,
+        tree.size(),
+        "latest block covers every entry"
+    );
     LogReport {
         entries: tree.size(),
         blocks: blocks.len() as u64,
