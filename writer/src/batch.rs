@@ -110,7 +110,8 @@ pub fn plan(
     let height = state.last_block.height + 1;
     let first_index = state.tree_size();
     let mut entries: Vec<NewEntry> = Vec::new();
-    let mut in_batch: HashMap<String, u64> = HashMap::new();
+    // digest -> (index, stream_seq) of the entries this batch creates.
+    let mut in_batch: HashMap<String, (u64, u64)> = HashMap::new();
     let mut dlq = Vec::new();
     let mut acks = Vec::with_capacity(messages.len());
 
@@ -147,19 +148,22 @@ pub fn plan(
             }
             Verdict::Admit(a) => {
                 let digest = a.digest.as_str().to_string();
-                let dup = if let Some(e) = existing.get(&digest) {
-                    // A redelivery of the very message that made the entry is that
-                    // message's own acceptance, not a duplicate.
-                    let status = if e.stream_seq == Some(msg.stream_seq) {
+                // A redelivery of the very message that made the entry (same stream
+                // sequence, possibly twice in one batch) is that message's own
+                // acceptance, not a duplicate.
+                let status_for = |seq: Option<u64>| {
+                    if seq == Some(msg.stream_seq) {
                         AckStatus::Accepted
                     } else {
                         AckStatus::Duplicate
-                    };
-                    Some((status, e.index, e.block))
+                    }
+                };
+                let dup = if let Some(e) = existing.get(&digest) {
+                    Some((status_for(e.stream_seq), e.index, e.block))
                 } else {
                     in_batch
                         .get(&digest)
-                        .map(|&i| (AckStatus::Duplicate, i, height))
+                        .map(|&(i, seq)| (status_for(Some(seq)), i, height))
                 };
                 if let Some((status, index, block)) = dup {
                     acks.push((
@@ -177,7 +181,7 @@ pub fn plan(
                     continue;
                 }
                 let index = first_index + entries.len() as u64;
-                in_batch.insert(digest.clone(), index);
+                in_batch.insert(digest.clone(), (index, msg.stream_seq));
                 let leaf = LeafRecord {
                     digest: digest.clone(),
                     envelope_sha256: envelope_sha256(&msg.payload),
@@ -272,4 +276,192 @@ pub fn genesis(now_ms: i64, signer: &NoteSigner) -> Result<SealedBlock, NoteErro
         header,
         checkpoint,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::Admitted;
+    use ace_core::envelope::{Envelope, IN_TOTO_PAYLOAD_TYPE};
+    use ace_core::ids::KeyId;
+    use ace_core::merkle::MemoryTree;
+    use ace_core::rejection::RejectionCode;
+    use ed25519_dalek::SigningKey;
+
+    fn signer() -> NoteSigner {
+        NoteSigner::from_seed("test.example/log", [7u8; 32]).unwrap()
+    }
+
+    fn genesis_state() -> LogState {
+        LogState {
+            tiles: TileAppender::new(),
+            last_block: BlockHeader::genesis(1_000),
+        }
+    }
+
+    /// A message and its admitting verdict for statement `n`.
+    fn admitted(n: u8, seq: u64) -> (Incoming, Verdict) {
+        let key = SigningKey::from_bytes(&[1u8; 32]);
+        let env = Envelope::sign(IN_TOTO_PAYLOAD_TYPE, &[b'{', n, b'}'], &key);
+        let raw = env.to_json();
+        (
+            Incoming {
+                subject: "ace.intake.acme".into(),
+                payload: Bytes::from(raw),
+                stream_seq: seq,
+                published_at_ms: None,
+                headers: serde_json::json!({}),
+            },
+            Verdict::Admit(Admitted {
+                producer: "acme".into(),
+                digest: env.digest(),
+                payload_type: IN_TOTO_PAYLOAD_TYPE.into(),
+                predicate_type: None,
+                subjects: vec![],
+                keyid: KeyId::from_public_key(&key.verifying_key()),
+                warnings: vec![],
+            }),
+        )
+    }
+
+    fn run(
+        state: &LogState,
+        items: Vec<(Incoming, Verdict)>,
+        existing: &HashMap<String, ExistingEntry>,
+    ) -> Plan {
+        let (msgs, verdicts): (Vec<_>, Vec<_>) = items.into_iter().unzip();
+        plan(state, &msgs, verdicts, existing, 2_000, &signer()).unwrap()
+    }
+
+    #[test]
+    fn new_entries_get_contiguous_indexes_a_block_and_a_root_over_their_leaves() {
+        let p = run(
+            &genesis_state(),
+            (0..5).map(|n| admitted(n, n as u64 + 1)).collect(),
+            &HashMap::new(),
+        );
+        assert_eq!(
+            p.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3, 4]
+        );
+        let block = p.block.as_ref().unwrap();
+        assert_eq!(
+            (
+                block.header.height,
+                block.header.first_index,
+                block.header.tree_size
+            ),
+            (1, 0, 5)
+        );
+        let mut tree = MemoryTree::new();
+        for e in &p.entries {
+            tree.push(ace_core::merkle::leaf_hash(&e.leaf));
+        }
+        assert_eq!(block.header.root_hash, tree.root());
+        assert_eq!(
+            block.header.prev_block_hash,
+            BlockHeader::genesis(1_000).block_hash()
+        );
+        assert!(p
+            .acks
+            .iter()
+            .all(|(_, a)| a.status == AckStatus::Accepted && a.block == Some(1)));
+        let cp = ace_core::checkpoint::open_checkpoint(&block.checkpoint, &[signer().verifier()])
+            .unwrap();
+        assert_eq!((cp.tree_size, cp.root_hash), (5, tree.root()));
+    }
+
+    #[test]
+    fn duplicates_in_the_batch_and_in_the_log_name_the_original() {
+        let state = genesis_state();
+        let (m0, v0) = admitted(0, 10);
+        let (m0b, v0b) = admitted(0, 11); // same statement, another message
+        let (m0c, v0c) = admitted(0, 10); // the first message delivered twice
+        let (m1, v1) = admitted(1, 12);
+        let mut existing = HashMap::new();
+        if let Verdict::Admit(a) = &v1 {
+            existing.insert(
+                a.digest.as_str().to_string(),
+                ExistingEntry {
+                    index: 41,
+                    block: 9,
+                    stream_seq: Some(3),
+                },
+            );
+        }
+        let p = run(
+            &state,
+            vec![(m0, v0), (m0b, v0b), (m0c, v0c), (m1, v1)],
+            &existing,
+        );
+        assert_eq!(p.entries.len(), 1);
+        let st: Vec<_> = p
+            .acks
+            .iter()
+            .map(|(_, a)| (a.status, a.index, a.block))
+            .collect();
+        assert_eq!(
+            st,
+            vec![
+                (AckStatus::Accepted, Some(0), Some(1)),
+                (AckStatus::Duplicate, Some(0), Some(1)),
+                (AckStatus::Accepted, Some(0), Some(1)),
+                (AckStatus::Duplicate, Some(41), Some(9)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_redelivered_message_already_in_the_log_is_accepted_again() {
+        let (m, v) = admitted(0, 7);
+        let mut existing = HashMap::new();
+        if let Verdict::Admit(a) = &v {
+            existing.insert(
+                a.digest.as_str().to_string(),
+                ExistingEntry {
+                    index: 3,
+                    block: 2,
+                    stream_seq: Some(7),
+                },
+            );
+        }
+        let p = run(&genesis_state(), vec![(m, v)], &existing);
+        assert!(p.block.is_none(), "nothing new, no block");
+        assert_eq!(p.acks[0].1.status, AckStatus::Accepted);
+        assert_eq!(p.acks[0].1.index, Some(3));
+    }
+
+    #[test]
+    fn rejections_become_dlq_rows_and_seal_no_block_alone() {
+        let (m, _) = admitted(0, 5);
+        let v = Verdict::Reject {
+            producer: "acme".into(),
+            digest: None,
+            rejection: Rejection::new(RejectionCode::MalformedEnvelope, "nope")
+                .with_field("payload"),
+        };
+        let p = run(&genesis_state(), vec![(m.clone(), v)], &HashMap::new());
+        assert!(p.block.is_none() && p.entries.is_empty());
+        assert_eq!(p.dlq.len(), 1);
+        assert_eq!(p.dlq[0].envelope, m.payload);
+        assert_eq!(p.acks[0].1.status, AckStatus::Rejected);
+        assert_eq!(p.state.last_block, genesis_state().last_block);
+    }
+
+    #[test]
+    fn the_next_batch_continues_the_tree_and_time_never_goes_back() {
+        let p1 = run(
+            &genesis_state(),
+            (0..3).map(|n| admitted(n, n as u64)).collect(),
+            &HashMap::new(),
+        );
+        let (msgs, verdicts): (Vec<_>, Vec<_>) = (3..6).map(|n| admitted(n, n as u64)).unzip();
+        // A clock that went backwards.
+        let p2 = plan(&p1.state, &msgs, verdicts, &HashMap::new(), 500, &signer()).unwrap();
+        let b2 = p2.block.unwrap().header;
+        assert_eq!((b2.height, b2.first_index, b2.tree_size), (2, 3, 6));
+        assert_eq!(b2.prev_block_hash, p1.block.unwrap().header.block_hash());
+        assert!(b2.sealed_at >= 2_000);
+        assert!(p2.entries.iter().all(|e| e.integrated_time >= 2_000));
+    }
 }
