@@ -9,8 +9,11 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::canonical::{parse_json_strict, push_json_string, StrictJsonError};
+use crate::fields::{self, json_kind, required_nonempty_array};
 use crate::ids::{EnvelopeDigest, KeyId};
 use crate::rejection::{Rejection, RejectionCode};
+
+const CODE: RejectionCode = RejectionCode::MalformedEnvelope;
 
 /// The DSSE payload type of an in-toto Statement.
 pub const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
@@ -101,22 +104,7 @@ impl Envelope {
         let payload = decode_base64(payload_b64)
             .map_err(|why| malformed("payload", format!("payload is not base64: {why}")))?;
 
-        let sigs = match obj.get("signatures") {
-            None => return Err(malformed("signatures", "signatures is missing")),
-            Some(Value::Array(a)) => a,
-            Some(other) => {
-                return Err(malformed(
-                    "signatures",
-                    format!("signatures must be an array, found {}", json_kind(other)),
-                ))
-            }
-        };
-        if sigs.is_empty() {
-            return Err(malformed(
-                "signatures",
-                "signatures is empty: at least one signature is required",
-            ));
-        }
+        let sigs = required_nonempty_array(CODE, &obj, "signatures", "signature")?;
         let signatures = sigs
             .iter()
             .enumerate()
@@ -227,30 +215,11 @@ fn required_string<'a>(
     key: &str,
     field: &str,
 ) -> Result<&'a str, Rejection> {
-    match obj.get(key) {
-        None => Err(malformed(field, format!("{field} is missing"))),
-        Some(Value::String(s)) => Ok(s),
-        Some(other) => Err(malformed(
-            field,
-            format!("{field} must be a string, found {}", json_kind(other)),
-        )),
-    }
+    fields::required_string(CODE, obj, key, field)
 }
 
 fn malformed(field: &str, detail: impl Into<String>) -> Rejection {
-    Rejection::new(RejectionCode::MalformedEnvelope, detail).with_field(field)
-}
-
-/// The JSON type name of a value, for error details.
-pub(crate) fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
+    fields::malformed(CODE, field, detail)
 }
 
 const ANY_PADDING: GeneralPurposeConfig =

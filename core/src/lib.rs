@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod db;
 pub mod envelope;
+mod fields;
 pub mod ids;
 pub mod keys;
 pub mod leaf;

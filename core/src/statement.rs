@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use crate::canonical::{parse_json_strict, StrictJsonError};
-use crate::envelope::{json_kind, WHOLE_DOCUMENT};
+use crate::envelope::WHOLE_DOCUMENT;
+use crate::fields::{self, json_kind, required_nonempty_array};
+
+const CODE: RejectionCode = RejectionCode::MalformedStatement;
 use crate::ids::{excerpt, is_lower_hex};
 use crate::rejection::{Rejection, RejectionCode};
 
@@ -98,22 +101,7 @@ impl Statement {
             ));
         }
 
-        let subjects = match obj.get("subject") {
-            None => return Err(malformed("subject", "subject is missing")),
-            Some(Value::Array(a)) => a,
-            Some(other) => {
-                return Err(malformed(
-                    "subject",
-                    format!("subject must be an array, found {}", json_kind(other)),
-                ))
-            }
-        };
-        if subjects.is_empty() {
-            return Err(malformed(
-                "subject",
-                "subject is empty: at least one subject is required",
-            ));
-        }
+        let subjects = required_nonempty_array(CODE, &obj, "subject", "subject")?;
         let subject = subjects
             .iter()
             .enumerate()
@@ -266,18 +254,11 @@ fn required_string<'a>(
     key: &str,
     field: &str,
 ) -> Result<&'a str, Rejection> {
-    match obj.get(key) {
-        None => Err(malformed(field, format!("{field} is missing"))),
-        Some(Value::String(s)) => Ok(s),
-        Some(other) => Err(malformed(
-            field,
-            format!("{field} must be a string, found {}", json_kind(other)),
-        )),
-    }
+    fields::required_string(CODE, obj, key, field)
 }
 
 fn malformed(field: &str, detail: impl Into<String>) -> Rejection {
-    Rejection::new(RejectionCode::MalformedStatement, detail).with_field(field)
+    fields::malformed(CODE, field, detail)
 }
 
 #[cfg(test)]

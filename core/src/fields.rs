@@ -1,0 +1,63 @@
+//! Field extraction shared by the strict JSON parsers (envelope, statement): each error is
+//! a rejection with the parser's own code, naming the field and what was found.
+
+use serde_json::{Map, Value};
+
+use crate::rejection::{Rejection, RejectionCode};
+
+/// The JSON type name of a value, for error details.
+pub(crate) fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+pub(crate) fn malformed(code: RejectionCode, field: &str, detail: impl Into<String>) -> Rejection {
+    Rejection::new(code, detail).with_field(field)
+}
+
+/// `obj[key]` as a string; `field` is how the error names it (e.g. `signatures[2].sig`).
+pub(crate) fn required_string<'a>(
+    code: RejectionCode,
+    obj: &'a Map<String, Value>,
+    key: &str,
+    field: &str,
+) -> Result<&'a str, Rejection> {
+    match obj.get(key) {
+        None => Err(malformed(code, field, format!("{field} is missing"))),
+        Some(Value::String(s)) => Ok(s),
+        Some(other) => Err(malformed(
+            code,
+            field,
+            format!("{field} must be a string, found {}", json_kind(other)),
+        )),
+    }
+}
+
+/// `obj[key]` as an array with at least one element (`what` names an element in the error).
+pub(crate) fn required_nonempty_array<'a>(
+    code: RejectionCode,
+    obj: &'a Map<String, Value>,
+    key: &str,
+    what: &str,
+) -> Result<&'a Vec<Value>, Rejection> {
+    match obj.get(key) {
+        None => Err(malformed(code, key, format!("{key} is missing"))),
+        Some(Value::Array(a)) if a.is_empty() => Err(malformed(
+            code,
+            key,
+            format!("{key} is empty: at least one {what} is required"),
+        )),
+        Some(Value::Array(a)) => Ok(a),
+        Some(other) => Err(malformed(
+            code,
+            key,
+            format!("{key} must be an array, found {}", json_kind(other)),
+        )),
+    }
+}
