@@ -244,3 +244,154 @@ pub fn parse_all(
         .map(|m| parse(names, policy, max_bytes, m))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+
+    fn msg(subject: &str, payload: Vec<u8>) -> Incoming {
+        Incoming {
+            subject: subject.into(),
+            payload: Bytes::from(payload),
+            stream_seq: 1,
+            published_at_ms: None,
+            headers: serde_json::json!({}),
+        }
+    }
+
+    fn statement() -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "_type": "https://in-toto.io/Statement/v1",
+            "subject": [{"name": "a", "digest": {"sha256": "ab".repeat(32)}}],
+            "predicateType": "https://slsa.dev/provenance/v1",
+        }))
+        .unwrap()
+    }
+
+    fn code(p: &Parsed) -> Option<RejectionCode> {
+        match p {
+            Parsed::Rejected { rejection, .. } => Some(rejection.code),
+            Parsed::Ok { .. } => None,
+        }
+    }
+
+    #[test]
+    fn cheap_checks_come_first() {
+        let names = Names::new("ace").unwrap();
+        let policy = Policy::default();
+        let key = SigningKey::from_bytes(&[3u8; 32]);
+        let good = Envelope::sign(IN_TOTO_PAYLOAD_TYPE, &statement(), &key).to_json();
+        // A bad subject wins over everything else, even a huge non-JSON payload.
+        let p = parse(
+            &names,
+            &policy,
+            10,
+            &msg("ace.intake.Bad_Id", vec![b'x'; 100]),
+        );
+        assert_eq!(code(&p), Some(RejectionCode::UnknownProducer));
+        // Size before parsing.
+        let p = parse(
+            &names,
+            &policy,
+            10,
+            &msg("ace.intake.acme", vec![b'x'; 100]),
+        );
+        assert_eq!(code(&p), Some(RejectionCode::TooLarge));
+        let p = parse(
+            &names,
+            &policy,
+            1 << 20,
+            &msg("ace.intake.acme", b"[]".to_vec()),
+        );
+        assert_eq!(code(&p), Some(RejectionCode::MalformedEnvelope));
+        let other = Envelope::sign("text/plain", b"hi", &key).to_json();
+        let p = parse(&names, &policy, 1 << 20, &msg("ace.intake.acme", other));
+        assert_eq!(code(&p), Some(RejectionCode::UnsupportedPayloadType));
+        let bad_statement = Envelope::sign(IN_TOTO_PAYLOAD_TYPE, b"{}", &key).to_json();
+        let p = parse(
+            &names,
+            &policy,
+            1 << 20,
+            &msg("ace.intake.acme", bad_statement),
+        );
+        assert_eq!(code(&p), Some(RejectionCode::MalformedStatement));
+        let p = parse(&names, &policy, 1 << 20, &msg("ace.intake.acme", good));
+        assert_eq!(code(&p), None);
+        let (producers, keyids) = registry_needs(&[p]);
+        assert_eq!(producers, vec!["acme".to_string()]);
+        assert_eq!(
+            keyids,
+            vec![KeyId::from_public_key(&key.verifying_key())
+                .as_str()
+                .to_string()]
+        );
+    }
+
+    #[test]
+    fn registry_then_signatures_then_policy() {
+        let names = Names::new("ace").unwrap();
+        let key = SigningKey::from_bytes(&[4u8; 32]);
+        let raw = Envelope::sign(IN_TOTO_PAYLOAD_TYPE, &statement(), &key).to_json();
+        let parsed = || {
+            parse(
+                &names,
+                &Policy::default(),
+                1 << 20,
+                &msg("ace.intake.acme", raw.clone()),
+            )
+        };
+        let mut reg = Registry::default();
+        let verdict_code = |v: Verdict| match v {
+            Verdict::Reject { rejection, .. } => Some(rejection.code),
+            Verdict::Admit(_) => None,
+        };
+        assert_eq!(
+            verdict_code(decide(parsed(), &reg, &Policy::default(), 0)),
+            Some(RejectionCode::UnknownProducer)
+        );
+        reg.producers.insert("acme".into(), ProducerStatus::Active);
+        assert_eq!(
+            verdict_code(decide(parsed(), &reg, &Policy::default(), 0)),
+            Some(RejectionCode::UnknownKey)
+        );
+        let vk = key.verifying_key();
+        let id = KeyId::from_public_key(&vk);
+        reg.keys.insert(
+            id.as_str().to_string(),
+            RegisteredKey {
+                keyid: id.clone(),
+                producer: "acme".into(),
+                public_key: vk,
+                valid_from_ms: 0,
+                valid_until_ms: None,
+                revoked_at_ms: None,
+            },
+        );
+        match decide(parsed(), &reg, &Policy::default(), 0) {
+            Verdict::Admit(a) => {
+                assert_eq!(a.keyid, id);
+                assert_eq!(a.subjects.len(), 1);
+                assert_eq!(
+                    a.predicate_type.as_deref(),
+                    Some("https://slsa.dev/provenance/v1")
+                );
+            }
+            Verdict::Reject { rejection, .. } => panic!("{rejection}"),
+        }
+        let strict = Policy {
+            allowed_predicate_types: vec!["https://example.com/".into()],
+            ..Policy::default()
+        };
+        assert_eq!(
+            verdict_code(decide(parsed(), &reg, &strict, 0)),
+            Some(RejectionCode::PolicyDenied)
+        );
+        reg.producers
+            .insert("acme".into(), ProducerStatus::Suspended);
+        assert_eq!(
+            verdict_code(decide(parsed(), &reg, &Policy::default(), 0)),
+            Some(RejectionCode::PolicyDenied)
+        );
+    }
+}
