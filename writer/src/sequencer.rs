@@ -481,8 +481,12 @@ impl Writer {
             };
             let msgs = tokio::select! {
                 biased;
-                _ = shutdown.wait_for(|s| *s) => return Ok(()),
-                r = next_batch(stream, self.cfg.batch_max_entries, self.cfg.batch_max_delay) => r,
+                _ = shutdown.wait_for(|s| *s) => None,
+                r = next_batch(stream, self.cfg.batch_max_entries, self.cfg.batch_max_delay) => Some(r),
+            };
+            let Some(msgs) = msgs else {
+                release_prefetched(stream, self.cfg.batch_max_entries).await;
+                return Ok(());
             };
             let msgs = match msgs {
                 Ok(m) => {
@@ -512,6 +516,9 @@ impl Writer {
                 for m in &msgs {
                     let _ = m.ack_with(AckKind::Nak(Some(self.cfg.nak_delay))).await;
                 }
+                if let Some(stream) = intake.as_mut() {
+                    release_prefetched(stream, self.cfg.batch_max_entries).await;
+                }
                 if let BatchError::Transient(_) = e {
                     self.metrics
                         .transient_errors
@@ -527,8 +534,10 @@ impl Writer {
         self.consumer
             .stream()
             .max_messages_per_batch(self.cfg.batch_max_entries)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
+            // Short-lived requests: a request outlives a stopped writer on nats-server
+            // 2.9 and can still take messages, which then wait out ack_wait.
+            .heartbeat(Duration::from_secs(2))
+            .expires(Duration::from_secs(5))
             .messages()
             .await
             .map_err(|e| format!("subscribing to {}: {e}", self.names.intake_stream()))
@@ -745,6 +754,24 @@ async fn next_batch(
         }
     }
     Ok(out)
+}
+
+/// Hand back the messages the subscription has prefetched but the writer has not
+/// taken, so that the next leader gets them at once instead of after `ack_wait`.
+async fn release_prefetched(stream: &mut PullStream, max: usize) {
+    let mut released = 0usize;
+    while released < 2 * max {
+        match tokio::time::timeout(Duration::from_millis(20), stream.next()).await {
+            Ok(Some(Ok(m))) => {
+                let _ = m.ack_with(AckKind::Nak(None)).await;
+                released += 1;
+            }
+            _ => break,
+        }
+    }
+    if released > 0 {
+        tracing::debug!(released, "prefetched messages handed back");
+    }
 }
 
 fn to_incoming(m: &jetstream::Message) -> Result<Incoming, BatchError> {
