@@ -381,3 +381,29 @@ pub async fn load_keys(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn described_urls_never_show_the_password() {
+        let d = describe_url("postgres://ace_writer:s3cret@db.internal:6432/ace");
+        assert_eq!(d, "db.internal:6432/ace as ace_writer");
+        assert!(!d.contains("s3cret"));
+        assert_eq!(describe_url("not a url at all ::"), "<unparseable URL>");
+    }
+
+    #[test]
+    fn pools_are_lazy_and_bad_urls_are_refused() {
+        // Building a pool opens no connection, so an unreachable host is fine here.
+        assert!(pool("postgres://ace_reader@127.0.0.1:1/ace", 4).is_ok());
+        let err = pool("postgres://x:pw@h:notaport/db", 4)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("bad database URL") && !err.contains("pw"),
+            "{err}"
+        );
+    }
+}
