@@ -8,7 +8,7 @@ use ed25519_dalek::{Signer as _, SigningKey, SIGNATURE_LENGTH};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::canonical::{parse_json_strict, push_json_string, StrictJsonError};
+use crate::canonical::push_json_string;
 use crate::fields::{self, json_kind, required_nonempty_array};
 use crate::ids::{EnvelopeDigest, KeyId};
 use crate::rejection::{Rejection, RejectionCode};
@@ -82,19 +82,7 @@ impl Envelope {
     /// (`payloadType`, `payload`, `signatures`, `signatures[2].sig`, …), or `$` when the
     /// document as a whole is not a JSON object.
     pub fn parse(bytes: &[u8]) -> Result<Envelope, Rejection> {
-        let value = parse_json_strict(bytes).map_err(|e| match &e {
-            StrictJsonError::Syntax(_) => malformed(WHOLE_DOCUMENT, e.to_string()),
-            StrictJsonError::DuplicateKey { path, .. } => malformed(path, e.to_string()),
-        })?;
-        let Value::Object(obj) = value else {
-            return Err(malformed(
-                WHOLE_DOCUMENT,
-                format!(
-                    "envelope must be a JSON object, found {}",
-                    json_kind(&value)
-                ),
-            ));
-        };
+        let obj = fields::json_object(CODE, bytes, "envelope")?;
 
         let payload_type = required_string(&obj, "payloadType", "payloadType")?;
         if payload_type.is_empty() {

@@ -3,6 +3,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::canonical::{parse_json_strict, StrictJsonError};
+use crate::envelope::WHOLE_DOCUMENT;
 use crate::rejection::{Rejection, RejectionCode};
 
 /// The JSON type name of a value, for error details.
@@ -58,6 +60,27 @@ pub(crate) fn required_nonempty_array<'a>(
             code,
             key,
             format!("{key} must be an array, found {}", json_kind(other)),
+        )),
+    }
+}
+
+/// Parse `bytes` as strict JSON (duplicate keys refused) that must be an object; `what`
+/// names the document in error details ("envelope", "statement").
+pub(crate) fn json_object(
+    code: RejectionCode,
+    bytes: &[u8],
+    what: &str,
+) -> Result<Map<String, Value>, Rejection> {
+    let value = parse_json_strict(bytes).map_err(|e| match &e {
+        StrictJsonError::Syntax(_) => malformed(code, WHOLE_DOCUMENT, format!("{what} is {e}")),
+        StrictJsonError::DuplicateKey { path, .. } => malformed(code, path, e.to_string()),
+    })?;
+    match value {
+        Value::Object(obj) => Ok(obj),
+        other => Err(malformed(
+            code,
+            WHOLE_DOCUMENT,
+            format!("{what} must be a JSON object, found {}", json_kind(&other)),
         )),
     }
 }

@@ -5,8 +5,6 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::canonical::{parse_json_strict, StrictJsonError};
-use crate::envelope::WHOLE_DOCUMENT;
 use crate::fields::{self, json_kind, required_nonempty_array};
 
 const CODE: RejectionCode = RejectionCode::MalformedStatement;
@@ -76,19 +74,7 @@ impl Statement {
     /// A [`Rejection`] with code `malformed_statement` naming the field, e.g.
     /// `subject[1].digest.sha256`, or `$` when the payload is not a JSON object.
     pub fn parse(payload: &[u8]) -> Result<Statement, Rejection> {
-        let value = parse_json_strict(payload).map_err(|e| match &e {
-            StrictJsonError::Syntax(_) => malformed(WHOLE_DOCUMENT, format!("statement is {e}")),
-            StrictJsonError::DuplicateKey { path, .. } => malformed(path, e.to_string()),
-        })?;
-        let Value::Object(obj) = value else {
-            return Err(malformed(
-                WHOLE_DOCUMENT,
-                format!(
-                    "statement must be a JSON object, found {}",
-                    json_kind(&value)
-                ),
-            ));
-        };
+        let obj = fields::json_object(CODE, payload, "statement")?;
 
         let type_ = required_string(&obj, "_type", "_type")?;
         if type_ != STATEMENT_TYPE_V1 {

@@ -59,25 +59,7 @@ async fn sigkilled_writer_loses_nothing_and_duplicates_nothing() {
     let port = free_port();
     let mut child = l.spawn_writer_process(port);
     let started = Instant::now();
-    let publisher = {
-        let js = l.nats.js.clone();
-        let names = l.nats.names.clone();
-        tokio::spawn(async move {
-            for chunk in items.chunks(1000) {
-                let mut futs = Vec::new();
-                for (p, raw) in chunk {
-                    futs.push(
-                        js.publish(names.intake_subject(p), raw.clone().into())
-                            .await
-                            .unwrap(),
-                    );
-                }
-                for f in futs {
-                    f.await.unwrap();
-                }
-            }
-        })
-    };
+    let publisher = spawn_publisher(&l, items, 1000, Duration::ZERO);
 
     let admin = l.db.admin().await;
     let mut kills: usize = 0;

@@ -25,25 +25,8 @@ async fn postgres_outage_loses_nothing() {
             )
         })
         .collect();
-    let js = l.nats.js.clone();
-    let names = l.nats.names.clone();
     // A steady flow over ~15 s, across the outage.
-    let publisher = tokio::spawn(async move {
-        for chunk in items.chunks(100) {
-            let mut futs = Vec::new();
-            for (p, raw) in chunk {
-                futs.push(
-                    js.publish(names.intake_subject(p), raw.clone().into())
-                        .await
-                        .unwrap(),
-                );
-            }
-            for f in futs {
-                f.await.unwrap();
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    });
+    let publisher = spawn_publisher(&l, items, 100, Duration::from_millis(500));
     let admin = l.db.admin().await;
     wait_for_entries(&admin, 200, Duration::from_secs(30)).await;
     drop(admin);

@@ -317,6 +317,34 @@ impl Ledger {
     }
 }
 
+/// Publish `items` in the background, `chunk` at a time with pipelined confirmations,
+/// pausing `pause` between chunks.
+pub fn spawn_publisher(
+    l: &Ledger,
+    items: Vec<(String, Vec<u8>)>,
+    chunk: usize,
+    pause: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let js = l.nats.js.clone();
+    let names = l.nats.names.clone();
+    tokio::spawn(async move {
+        for chunk in items.chunks(chunk) {
+            let mut futs = Vec::new();
+            for (p, raw) in chunk {
+                futs.push(
+                    js.publish(names.intake_subject(p), raw.clone().into())
+                        .await
+                        .unwrap(),
+                );
+            }
+            for f in futs {
+                f.await.unwrap();
+            }
+            tokio::time::sleep(pause).await;
+        }
+    })
+}
+
 impl Drop for Ledger {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
