@@ -7,7 +7,7 @@
 
 use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use crate::merkle::{
     fold_right, node_hash, root_from_leaf_hashes, Hash, HashReader, MerkleError, NodeId,
@@ -354,11 +354,15 @@ pub fn tile_from_bytes(bytes: &[u8]) -> Result<Vec<Hash>, TileError> {
 /// A set of fetched tiles, keyed by (level, index), each kept at the widest width given.
 #[derive(Debug, Clone, Default)]
 pub struct TileSet {
-    tiles: BTreeMap<(u8, u64), StoredTile>,
+    tiles: BTreeMap<(u8, u64), Arc<Tile>>,
 }
 
-#[derive(Debug, Clone)]
-struct StoredTile {
+/// One tile's hashes, with the Merkle levels inside the tile computed on first use.
+///
+/// Shareable (`Arc`) so that a cache of immutable full tiles pays for the inner levels once,
+/// not once per proof.
+#[derive(Debug)]
+pub struct Tile {
     hashes: Vec<Hash>,
     /// `inner[h - 1]`: the complete nodes h levels above the tile's hashes. Computed on first
     /// use, all at once: one proof already needs a node at nearly every height of its bottom
@@ -366,12 +370,30 @@ struct StoredTile {
     inner: OnceLock<Vec<Vec<Hash>>>,
 }
 
-impl StoredTile {
-    fn new(hashes: Vec<Hash>) -> Self {
-        StoredTile {
+impl Tile {
+    pub fn new(hashes: Vec<Hash>) -> Self {
+        Tile {
             hashes,
             inner: OnceLock::new(),
         }
+    }
+
+    pub fn hashes(&self) -> &[Hash] {
+        &self.hashes
+    }
+
+    /// Computes the inner levels now (for a cache that wants to pay for them once, up front).
+    pub fn warm(&self) {
+        let _ = self.node(1, 0);
+    }
+
+    /// Bytes held, the inner levels included once computed (for cache accounting).
+    pub fn weight(&self) -> usize {
+        let inner: usize = self
+            .inner
+            .get()
+            .map_or(0, |levels| levels.iter().map(Vec::len).sum());
+        (self.hashes.len() + inner) * 32 + std::mem::size_of::<Self>()
     }
 
     /// The node `height` levels above the tile's hashes, `position` in units of 2^height.
@@ -417,20 +439,47 @@ impl TileSet {
             });
         }
         hashes.truncate(width);
+        self.put(id, Arc::new(Tile::new(hashes)))
+    }
+
+    /// Adds a shared tile at least `id.width` wide, without copying or truncating it. Reading a
+    /// node through a wider tile is sound: tiles of one log are prefixes of each other, and the
+    /// proofs read only nodes complete at their tree size.
+    ///
+    /// # Errors
+    /// As [`TileSet::insert`].
+    pub fn insert_shared(&mut self, id: TileId, tile: Arc<Tile>) -> Result<(), TileError> {
+        id.validate()?;
+        if tile.hashes.len() > usize::from(FULL) {
+            return Err(TileError::BadTileLength {
+                len: tile.hashes.len() * 32,
+            });
+        }
+        if tile.hashes.len() < usize::from(id.width) {
+            return Err(TileError::TileTooShort {
+                tile: id.path(),
+                width: id.width,
+                got: tile.hashes.len(),
+            });
+        }
+        self.put(id, tile)
+    }
+
+    fn put(&mut self, id: TileId, tile: Arc<Tile>) -> Result<(), TileError> {
         match self.tiles.entry((id.level, id.index)) {
             Entry::Vacant(slot) => {
-                slot.insert(StoredTile::new(hashes));
+                slot.insert(tile);
             }
             Entry::Occupied(mut slot) => {
                 let held = &slot.get().hashes;
-                if let Some(position) = held.iter().zip(&hashes).position(|(a, b)| a != b) {
+                if let Some(position) = held.iter().zip(&tile.hashes).position(|(a, b)| a != b) {
                     return Err(TileError::TileConflict {
                         tile: id.path(),
                         position,
                     });
                 }
-                if hashes.len() > held.len() {
-                    slot.insert(StoredTile::new(hashes));
+                if tile.hashes.len() > held.len() {
+                    slot.insert(tile);
                 }
             }
         }
@@ -992,6 +1041,50 @@ mod tests {
         assert!(matches!(e, MerkleError::MissingNode(_)), "{e}");
         let e = TileAppender::from_partial_tiles(300, &set).unwrap_err();
         assert_eq!(e.to_string(), "tile tile/0/001.p/44 is missing");
+    }
+
+    /// A cache may hand a proof the full tile where the tree it proves against saw only a
+    /// prefix: proofs through wider shared tiles equal those through exact-width copies.
+    #[test]
+    fn shared_wider_tiles_give_the_same_proofs() {
+        let (all, mem) = reference();
+        let mut full_tiles = TileAppender::new();
+        let mut widest: BTreeMap<(u8, u64), Arc<Tile>> = BTreeMap::new();
+        for (id, hashes) in full_tiles.append(all).unwrap() {
+            widest.insert((id.level, id.index), Arc::new(Tile::new(hashes)));
+        }
+        for size in [1u64, 255, 256, 257, 1000, 4095] {
+            for index in [0, size / 3, size - 1] {
+                let nodes = inclusion_proof_node_ids(index, size).unwrap();
+                let mut shared = TileSet::new();
+                for id in tiles_for_nodes(&nodes, size).unwrap() {
+                    let tile = Arc::clone(&widest[&(id.level, id.index)]);
+                    shared.insert_shared(id, tile).unwrap();
+                }
+                let proof = inclusion_proof(index, size, &shared).unwrap();
+                assert_eq!(proof, inclusion_proof(index, size, mem).unwrap());
+                verify_inclusion_proof(
+                    &all[index as usize],
+                    index,
+                    size,
+                    &proof,
+                    &mem.root_at(size).unwrap(),
+                )
+                .unwrap();
+            }
+        }
+        let tile = Arc::new(Tile::new(all[..10].to_vec()));
+        let wide = TileId {
+            level: 0,
+            index: 0,
+            width: 11,
+        };
+        let e = TileSet::new().insert_shared(wide, tile).unwrap_err();
+        assert!(matches!(e, TileError::TileTooShort { .. }), "{e}");
+        let t = Tile::new(all[..256].to_vec());
+        let cold = t.weight();
+        t.warm();
+        assert_eq!(t.weight() - cold, 254 * 32);
     }
 
     #[test]
