@@ -21,15 +21,16 @@ pub const ROLES_SQL: &str = include_str!("../../sql/roles.sql");
 pub const MIGRATION_LOCK_KEY: i64 = 0x0041_4345_4d49_4752;
 
 /// The tables whose rows are never updated or deleted.
-pub const LOG_TABLES: [&str; 4] = [
+pub const LOG_TABLES: [&str; 5] = [
     "ledger_entries",
     "ledger_subjects",
     "ledger_tiles",
     "ledger_blocks",
+    "anchor_receipts",
 ];
 
 /// Every table the migrations create.
-pub const ALL_TABLES: [&str; 7] = [
+pub const ALL_TABLES: [&str; 8] = [
     "producers",
     "producer_keys",
     "ledger_entries",
@@ -37,6 +38,7 @@ pub const ALL_TABLES: [&str; 7] = [
     "ledger_tiles",
     "ledger_blocks",
     "dlq_items",
+    "anchor_receipts",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -144,9 +146,27 @@ pub async fn connect(url: &str) -> Result<Client, DbError> {
 
 /// A pool; connections are opened lazily, so this does not touch the server.
 pub fn pool(url: &str, max_size: usize) -> Result<Pool, DbError> {
-    let pg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+    pool_with(url, max_size, None)
+}
+
+/// [`pool`], with a server-side `statement_timeout` on every connection, so that no query
+/// an HTTP client can trigger runs longer than that, whatever the client does.
+pub fn pool_with(
+    url: &str,
+    max_size: usize,
+    statement_timeout: Option<std::time::Duration>,
+) -> Result<Pool, DbError> {
+    let mut pg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
         DbError::BadUrl(format!("{}: {e}", describe_url(url)))
     })?;
+    if let Some(t) = statement_timeout {
+        let mut options = pg.get_options().map(str::to_owned).unwrap_or_default();
+        if !options.is_empty() {
+            options.push(' ');
+        }
+        options.push_str(&format!("-c statement_timeout={}", t.as_millis().max(1)));
+        pg.options(&options);
+    }
     let mgr = deadpool_postgres::Manager::from_config(
         pg,
         NoTls,
@@ -156,6 +176,9 @@ pub fn pool(url: &str, max_size: usize) -> Result<Pool, DbError> {
     );
     Pool::builder(mgr)
         .max_size(max_size)
+        // Waiting for a free connection is bounded like the statements themselves.
+        .wait_timeout(statement_timeout)
+        .create_timeout(statement_timeout)
         .runtime(Runtime::Tokio1)
         .build()
         .map_err(|e| DbError::Pool {

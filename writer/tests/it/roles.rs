@@ -76,6 +76,7 @@ fn first_col(table: &str) -> &'static str {
     match table {
         "ledger_tiles" => "level",
         "ledger_blocks" => "height",
+        "anchor_receipts" => "id",
         _ => "idx",
     }
 }

@@ -1,0 +1,186 @@
+//! Errors as RFC 9457 problem details. Every error names what was wrong: the parameter
+//! and why, the id that is not in the log, or the server that did not answer.
+
+use ace_core::db::DbError;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// An RFC 9457 problem document (`application/problem+json`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URN naming the kind of problem (see docs/reader.md, "Errors").
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    /// The query or path parameter at fault, for 400 and 404 answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameter: Option<&'static str>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A parameter that is malformed or out of range.
+    #[error("{parameter}: {detail}")]
+    BadParameter {
+        parameter: &'static str,
+        detail: String,
+    },
+    /// A well-formed id that names nothing in the log.
+    #[error("{parameter}: {detail}")]
+    NotFound {
+        parameter: &'static str,
+        detail: String,
+    },
+    /// The ledger has no block yet, so there is no checkpoint to serve or prove against.
+    #[error("the ledger has no checkpoint yet: the writer has not sealed the genesis block")]
+    NoCheckpoint,
+    /// Postgres did not answer (down, timed out, pool exhausted).
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// Too many requests in flight.
+    #[error("the reader is at its limit of {0} requests in flight; retry shortly")]
+    Overloaded(usize),
+    /// The request ran past the configured limit.
+    #[error("the request took longer than {0} ms")]
+    Timeout(u128),
+    /// Stored data that contradicts itself (`acectl audit` will say more).
+    #[error("stored data is inconsistent: {0} (run `acectl audit`)")]
+    Corrupt(String),
+}
+
+impl ApiError {
+    pub fn bad(parameter: &'static str, detail: impl Into<String>) -> Self {
+        ApiError::BadParameter {
+            parameter,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn not_found(parameter: &'static str, detail: impl Into<String>) -> Self {
+        ApiError::NotFound {
+            parameter,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadParameter { .. } => StatusCode::BAD_REQUEST,
+            ApiError::NotFound { .. } | ApiError::NoCheckpoint => StatusCode::NOT_FOUND,
+            ApiError::Unavailable(_) | ApiError::Overloaded(_) | ApiError::Timeout(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn problem(&self) -> Problem {
+        let (kind, title, parameter) = match self {
+            ApiError::BadParameter { parameter, .. } => (
+                "urn:ace-ledger:problem:bad-parameter",
+                "Bad parameter",
+                Some(*parameter),
+            ),
+            ApiError::NotFound { parameter, .. } => (
+                "urn:ace-ledger:problem:not-found",
+                "Not in the log",
+                Some(*parameter),
+            ),
+            ApiError::NoCheckpoint => (
+                "urn:ace-ledger:problem:no-checkpoint",
+                "No checkpoint yet",
+                None,
+            ),
+            ApiError::Unavailable(_) => (
+                "urn:ace-ledger:problem:database-unavailable",
+                "Database unavailable",
+                None,
+            ),
+            ApiError::Overloaded(_) => (
+                "urn:ace-ledger:problem:overloaded",
+                "Too many requests in flight",
+                None,
+            ),
+            ApiError::Timeout(_) => (
+                "urn:ace-ledger:problem:timeout",
+                "Request timed out",
+                None,
+            ),
+            ApiError::Corrupt(_) => (
+                "urn:ace-ledger:problem:inconsistent-data",
+                "Stored data is inconsistent",
+                None,
+            ),
+        };
+        let detail = match self {
+            ApiError::BadParameter { detail, .. } | ApiError::NotFound { detail, .. } => {
+                detail.clone()
+            }
+            other => other.to_string(),
+        };
+        Problem {
+            kind,
+            title,
+            status: self.status().as_u16(),
+            detail,
+            parameter,
+        }
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Corrupt(m) => ApiError::Corrupt(m),
+            other => ApiError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for ApiError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        ApiError::Unavailable(format!("no Postgres connection: {e}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(error = %self, "request failed");
+        }
+        let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
+        let mut r = (status, body).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if matches!(self, ApiError::Overloaded(_) | ApiError::Unavailable(_)) {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problems_name_the_parameter() {
+        let p = ApiError::bad("limit", "must be a decimal integer, got \"x\"").problem();
+        let v = serde_json::to_value(&p).unwrap();
+        assert_eq!(v["status"], 400);
+        assert_eq!(v["parameter"], "limit");
+        assert_eq!(v["type"], "urn:ace-ledger:problem:bad-parameter");
+        assert!(v["detail"].as_str().unwrap().contains("\"x\""));
+        let v = serde_json::to_value(ApiError::NoCheckpoint.problem()).unwrap();
+        assert_eq!(v["status"], 404);
+        assert!(v.get("parameter").is_none());
+    }
+}
