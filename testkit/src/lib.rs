@@ -1,0 +1,9 @@
+//! What tests and benchmarks across the ACE Ledger crates share: a fresh migrated database
+//! per test ([`TestDb`]) and the synthetic ledger loader ([`synth`], also the `ace-synth`
+//! binary).
+
+pub mod db;
+pub mod synth;
+
+pub use db::{unique, TestDb, TestDbError, PG_HOST, PG_PORT};
+pub use synth::{load, load_with_progress, Progress, SynthError, SynthOptions, SynthReport};

@@ -1,0 +1,795 @@
+//! The synthetic loader: appends entries to a ledger database through core's own code
+//! (envelopes, leaves, tiles, blocks, checkpoints), in exactly the rows the writer makes,
+//! only much faster. It is how tests and benchmarks get ledgers of millions of entries.
+//!
+//! Rows are those of `writer/src/batch.rs` + `writer/src/store.rs`: a genesis block if the
+//! log is empty; one block and signed checkpoint per `block_size` entries; the tiles
+//! [`TileAppender::append`] returns for each block (full tiles and the partial right edge);
+//! `ledger_subjects` rows for the in-toto subjects; `warnings` `[]`; `keyid` of the signing
+//! key; `stream_seq` NULL (nothing came from JetStream). The loader continues whatever log
+//! is there, so tests can build a ledger in several calls and mix it with real writer output.
+//!
+//! Speed comes from three things: envelopes are signed and COPY rows encoded on every core
+//! (rayon); rows go in with `COPY ... FROM STDIN (FORMAT binary)`, many blocks per
+//! transaction; and the next transaction's rows are generated while the current one is
+//! written.
+
+use std::time::{Duration, Instant};
+
+use ace_core::block::BlockHeader;
+use ace_core::checkpoint::{sign_checkpoint, Checkpoint, NoteError, NoteSigner};
+use ace_core::db::DbError;
+use ace_core::envelope::{envelope_sha256, Envelope, IN_TOTO_PAYLOAD_TYPE};
+use ace_core::ids::KeyId;
+use ace_core::leaf::LeafRecord;
+use ace_core::merkle::{leaf_hash, Hash};
+use ace_core::tiles::{self, TileAppender, TileError, TileId, TileSet};
+use bytes::Bytes;
+use ed25519_dalek::SigningKey;
+use futures::SinkExt;
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use tokio_postgres::{Client, GenericClient};
+
+/// Predicate types the synthetic statements use, in turn.
+pub const PREDICATE_TYPES: [&str; 4] = [
+    "https://slsa.dev/provenance/v1",
+    "https://spdx.dev/Document/v2.3",
+    "https://cyclonedx.org/bom/v1.5",
+    "https://in-toto.io/attestation/test-result/v0.1",
+];
+
+/// Entries encoded per rayon task: large enough that task overhead vanishes, small enough
+/// that both cores stay busy to the end of a transaction.
+const SEGMENT: u64 = 256;
+/// COPY data is sent in pieces of this size.
+const COPY_PIECE: usize = 1 << 20;
+
+/// What to load.
+#[derive(Debug, Clone)]
+pub struct SynthOptions {
+    /// Entries to append.
+    pub entries: u64,
+    /// Entries per block (the last block of a load may be smaller).
+    pub block_size: u64,
+    /// Synthetic producers `synth-0` .. `synth-{n-1}`, each with one deterministic key.
+    pub producers: u32,
+    /// Seeds the producer keys and every statement, so a load is reproducible.
+    pub seed: u64,
+    /// Entries per database transaction, rounded up to whole blocks.
+    pub entries_per_transaction: u64,
+}
+
+impl Default for SynthOptions {
+    fn default() -> Self {
+        SynthOptions {
+            entries: 1000,
+            block_size: 1000,
+            producers: 8,
+            seed: 1,
+            entries_per_transaction: 50_000,
+        }
+    }
+}
+
+impl SynthOptions {
+    fn validate(&self) -> Result<(), SynthError> {
+        if self.block_size == 0 {
+            return Err(SynthError::Options("block_size must be at least 1".into()));
+        }
+        if !(1..=10_000).contains(&self.producers) {
+            return Err(SynthError::Options(format!(
+                "producers must be between 1 and 10000, not {}",
+                self.producers
+            )));
+        }
+        if self.entries_per_transaction == 0 {
+            return Err(SynthError::Options(
+                "entries_per_transaction must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Blocks per transaction: at least one.
+    fn blocks_per_transaction(&self) -> u64 {
+        self.entries_per_transaction
+            .div_ceil(self.block_size)
+            .max(1)
+    }
+}
+
+/// What a load did.
+#[derive(Debug, Clone)]
+pub struct SynthReport {
+    /// Entries appended.
+    pub entries: u64,
+    /// Blocks sealed (genesis not counted).
+    pub blocks: u64,
+    /// Whether the log was empty and this load wrote the genesis block.
+    pub wrote_genesis: bool,
+    /// Index of the first entry appended.
+    pub first_index: u64,
+    /// Tree size after the load.
+    pub tree_size: u64,
+    /// Root at `tree_size`.
+    pub root_hash: Hash,
+    /// Height of the latest block after the load.
+    pub height: u64,
+    pub elapsed: Duration,
+}
+
+impl SynthReport {
+    pub fn entries_per_sec(&self) -> f64 {
+        self.entries as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Where a running load is, after each committed transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub entries_done: u64,
+    pub entries_total: u64,
+    pub elapsed: Duration,
+}
+
+/// Why a load failed. Everything committed before the failure stays: each transaction
+/// holds whole blocks, so the log is consistent and a later load continues it.
+#[derive(Debug, thiserror::Error)]
+pub enum SynthError {
+    #[error("bad options: {0}")]
+    Options(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("another sequencer holds the lock of log {origin:?}: stop its writer (or the other loader) first")]
+    Locked { origin: String },
+    #[error("extending the tree: {0}")]
+    Tiles(#[from] TileError),
+    #[error("signing a checkpoint: {0}")]
+    Note(#[from] NoteError),
+    #[error("the row generator stopped: {0}")]
+    Generator(String),
+}
+
+/// One synthetic producer: its id and deterministic signing key.
+#[derive(Clone)]
+pub struct SynthProducer {
+    pub id: String,
+    pub key: SigningKey,
+    pub keyid: KeyId,
+}
+
+/// The producers a load with `seed` signs with.
+pub fn producers(seed: u64, n: u32) -> Vec<SynthProducer> {
+    (0..n)
+        .map(|p| {
+            let mut h = Sha256::new();
+            h.update(b"ace-synth producer key\n");
+            h.update(seed.to_be_bytes());
+            h.update(p.to_be_bytes());
+            let key = SigningKey::from_bytes(&h.finalize().into());
+            SynthProducer {
+                id: format!("synth-{p}"),
+                keyid: KeyId::from_public_key(&key.verifying_key()),
+                key,
+            }
+        })
+        .collect()
+}
+
+/// The advisory lock the writer takes for `origin` (writer/src/sequencer.rs `lock_key`):
+/// holding it keeps a writer from appending to the same log while the loader does.
+pub fn sequencer_lock_key(origin: &str) -> i64 {
+    let h = Sha256::digest(format!("ace-ledger-writer\n{origin}"));
+    i64::from_be_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]])
+}
+
+/// Appends `opts.entries` entries to the log in `client`'s database (migrated; a superuser
+/// or owner connection, since producers and keys are registered too).
+///
+/// # Errors
+/// [`SynthError`]; whole transactions committed before it stay.
+pub async fn load(
+    client: &mut Client,
+    signer: &NoteSigner,
+    opts: &SynthOptions,
+) -> Result<SynthReport, SynthError> {
+    load_with_progress(client, signer, opts, |_| {}).await
+}
+
+/// [`load`], calling `progress` after each committed transaction.
+///
+/// # Errors
+/// As [`load`].
+pub async fn load_with_progress(
+    client: &mut Client,
+    signer: &NoteSigner,
+    opts: &SynthOptions,
+    mut progress: impl FnMut(Progress),
+) -> Result<SynthReport, SynthError> {
+    opts.validate()?;
+    let started = Instant::now();
+    let lock = sequencer_lock_key(signer.name());
+    let locked: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&lock])
+        .await
+        .map_err(DbError::query("taking the sequencer lock"))?
+        .get(0);
+    if !locked {
+        return Err(SynthError::Locked {
+            origin: signer.name().to_owned(),
+        });
+    }
+    let result = load_locked(client, signer, opts, started, &mut progress).await;
+    // A failed unlock only matters until the session ends, which the caller controls.
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&lock])
+        .await;
+    let _ = client.batch_execute("RESET synchronous_commit").await;
+    result
+}
+
+async fn load_locked(
+    client: &mut Client,
+    signer: &NoteSigner,
+    opts: &SynthOptions,
+    started: Instant,
+    progress: &mut impl FnMut(Progress),
+) -> Result<SynthReport, SynthError> {
+    let producers = producers(opts.seed, opts.producers);
+    register_producers(client, &producers).await?;
+
+    let (state, wrote_genesis) = match load_state(&*client).await? {
+        Some(s) => (s, false),
+        None => (write_genesis(client, signer).await?, true),
+    };
+    let first_index = state.tiles.tree_size();
+    // Losing the last transactions to a crash loses nothing a rerun cannot rebuild, and
+    // not waiting for each WAL flush is much of the speed.
+    client
+        .batch_execute("SET synchronous_commit = off")
+        .await
+        .map_err(DbError::query("setting synchronous_commit"))?;
+
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Chunk, SynthError>>(2);
+    let gen_opts = opts.clone();
+    let generator = std::thread::spawn(move || {
+        generate(state, producers, gen_opts, |c| {
+            tx.blocking_send(c).map_err(|_| ())
+        })
+    });
+
+    let mut done = 0u64;
+    let mut blocks = 0u64;
+    let mut last: Option<BlockHeader> = None;
+    let mut failure = None;
+    while let Some(chunk) = rx.recv().await {
+        let written = match chunk {
+            Ok(chunk) => write_chunk(client, signer, &chunk).await.map(|()| chunk),
+            Err(e) => Err(e),
+        };
+        match written {
+            Ok(chunk) => {
+                done += chunk.entries;
+                blocks += chunk.blocks.len() as u64;
+                if let Some(b) = chunk.blocks.last() {
+                    last = Some(*b);
+                }
+                progress(Progress {
+                    entries_done: done,
+                    entries_total: opts.entries,
+                    elapsed: started.elapsed(),
+                });
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    // Dropping the receiver stops a generator that is still producing.
+    drop(rx);
+    let final_state = generator
+        .join()
+        .map_err(|_| SynthError::Generator("the generator thread panicked".into()))?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let (tree_size, root_hash, height) = match (last, final_state) {
+        (Some(header), _) => (header.tree_size, header.root_hash, header.height),
+        (None, Some(s)) => (s.tiles.tree_size(), s.tiles.root(), s.last_block.height),
+        (None, None) => {
+            return Err(SynthError::Generator(
+                "the generator ended without its state".into(),
+            ))
+        }
+    };
+    Ok(SynthReport {
+        entries: done,
+        blocks,
+        wrote_genesis,
+        first_index,
+        tree_size,
+        root_hash,
+        height,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Registers the synthetic producers and their keys where missing.
+async fn register_producers(c: &Client, producers: &[SynthProducer]) -> Result<(), DbError> {
+    let ids: Vec<&str> = producers.iter().map(|p| p.id.as_str()).collect();
+    let keyids: Vec<&str> = producers.iter().map(|p| p.keyid.as_str()).collect();
+    let keys: Vec<Vec<u8>> = producers
+        .iter()
+        .map(|p| p.key.verifying_key().to_bytes().to_vec())
+        .collect();
+    c.execute(
+        "INSERT INTO producers (producer) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+        &[&ids],
+    )
+    .await
+    .map_err(DbError::query("registering the synthetic producers"))?;
+    // Valid from long before any integrated time the loader writes.
+    c.execute(
+        "INSERT INTO producer_keys (keyid, producer, public_key, valid_from) \
+         SELECT k, p, pk, now() - interval '1 day' FROM unnest($1::text[], $2::text[], $3::bytea[]) AS u(k, p, pk) \
+         ON CONFLICT DO NOTHING",
+        &[&keyids, &ids, &keys],
+    )
+    .await
+    .map_err(DbError::query("registering the synthetic producers' keys"))?;
+    Ok(())
+}
+
+/// The log as the loader continues it.
+#[derive(Debug, Clone)]
+struct LogState {
+    tiles: TileAppender,
+    last_block: BlockHeader,
+}
+
+fn hash(v: &[u8], what: &str) -> Result<Hash, DbError> {
+    v.try_into()
+        .map_err(|_| DbError::Corrupt(format!("{what} is {} bytes, not 32", v.len())))
+}
+
+fn u64_of(v: i64, what: &str) -> Result<u64, DbError> {
+    u64::try_from(v).map_err(|_| DbError::Corrupt(format!("{what} is negative ({v})")))
+}
+
+/// The latest block and the tree's right edge, checked against each other (as the
+/// writer's `store::load_state` does).
+async fn load_state<C: GenericClient>(c: &C) -> Result<Option<LogState>, DbError> {
+    let row = c
+        .query_opt(
+            "SELECT height, first_index, tree_size, root_hash, prev_block_hash, sealed_at, block_hash \
+             FROM ledger_blocks ORDER BY height DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .map_err(DbError::query("reading the latest block"))?;
+    let Some(r) = row else { return Ok(None) };
+    let height = u64_of(r.get(0), "ledger_blocks.height")?;
+    let last_block = BlockHeader {
+        height,
+        first_index: u64_of(r.get(1), "ledger_blocks.first_index")?,
+        tree_size: u64_of(r.get(2), "ledger_blocks.tree_size")?,
+        root_hash: hash(r.get(3), "ledger_blocks.root_hash")?,
+        prev_block_hash: hash(r.get(4), "ledger_blocks.prev_block_hash")?,
+        sealed_at: r.get(5),
+    };
+    let stored = hash(r.get(6), "ledger_blocks.block_hash")?;
+    if last_block.block_hash() != stored {
+        return Err(DbError::Corrupt(format!(
+            "block {height}: stored block_hash {} does not match its header ({})",
+            hex::encode(stored),
+            hex::encode(last_block.block_hash())
+        )));
+    }
+    let tree_size = last_block.tree_size;
+    let mut set = TileSet::new();
+    for id in tiles::partial_tile_ids(tree_size) {
+        let row = c
+            .query_opt(
+                "SELECT hashes FROM ledger_tiles WHERE level = $1 AND idx = $2 AND width >= $3 \
+                 ORDER BY width LIMIT 1",
+                &[&i16::from(id.level), &(id.index as i64), &(id.width as i16)],
+            )
+            .await
+            .map_err(DbError::query("reading a partial tile"))?;
+        let Some(r) = row else {
+            return Err(DbError::Corrupt(format!(
+                "tile {} is missing for tree size {tree_size}",
+                id.path()
+            )));
+        };
+        let bytes: Vec<u8> = r.get(0);
+        let hashes = tiles::tile_from_bytes(&bytes)
+            .map_err(|e| DbError::Corrupt(format!("tile {}: {e}", id.path())))?;
+        set.insert(id, hashes)
+            .map_err(|e| DbError::Corrupt(format!("tile {}: {e}", id.path())))?;
+    }
+    let tiles = TileAppender::from_partial_tiles(tree_size, &set).map_err(|e| {
+        DbError::Corrupt(format!(
+            "rebuilding the tree's right edge at size {tree_size}: {e}"
+        ))
+    })?;
+    if tiles.root() != last_block.root_hash {
+        return Err(DbError::Corrupt(format!(
+            "tiles at tree size {tree_size} give root {}, block {height} says {}",
+            hex::encode(tiles.root()),
+            hex::encode(last_block.root_hash)
+        )));
+    }
+    Ok(Some(LogState { tiles, last_block }))
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn checkpoint_for(header: &BlockHeader, signer: &NoteSigner) -> Result<String, NoteError> {
+    sign_checkpoint(
+        &Checkpoint {
+            origin: signer.name().to_owned(),
+            tree_size: header.tree_size,
+            root_hash: header.root_hash,
+            extensions: vec![],
+        },
+        &[signer],
+    )
+}
+
+async fn write_genesis(c: &mut Client, signer: &NoteSigner) -> Result<LogState, SynthError> {
+    let header = BlockHeader::genesis(now_ms());
+    let checkpoint = checkpoint_for(&header, signer)?;
+    c.execute(
+        "INSERT INTO ledger_blocks (height, first_index, tree_size, root_hash, block_hash, prev_block_hash, sealed_at, checkpoint) \
+         VALUES (0, 0, 0, $1, $2, $3, $4, $5)",
+        &[
+            &header.root_hash.as_slice(),
+            &header.block_hash().as_slice(),
+            &header.prev_block_hash.as_slice(),
+            &header.sealed_at,
+            &checkpoint,
+        ],
+    )
+    .await
+    .map_err(DbError::query("inserting the genesis block"))?;
+    Ok(LogState {
+        tiles: TileAppender::new(),
+        last_block: header,
+    })
+}
+
+/// One transaction's rows: blocks (checkpoints are signed by the writing side, which holds
+/// the ledger key) and COPY data for entries, subjects and tiles.
+struct Chunk {
+    entries: u64,
+    blocks: Vec<BlockHeader>,
+    entry_rows: Bytes,
+    subject_rows: Bytes,
+    tile_rows: Bytes,
+}
+
+/// Produces chunks until `opts.entries` are made or `send` fails (the writer gave up).
+/// Returns the final state, or None when it stopped early.
+fn generate<E>(
+    mut state: LogState,
+    producers: Vec<SynthProducer>,
+    opts: SynthOptions,
+    mut send: impl FnMut(Result<Chunk, SynthError>) -> Result<(), E>,
+) -> Option<LogState> {
+    let mut remaining = opts.entries;
+    while remaining > 0 {
+        let n = remaining.min(opts.blocks_per_transaction() * opts.block_size);
+        let chunk = make_chunk(&mut state, &producers, &opts, n);
+        let failed = chunk.is_err();
+        if send(chunk).is_err() || failed {
+            return None;
+        }
+        remaining -= n;
+    }
+    Some(state)
+}
+
+fn make_chunk(
+    state: &mut LogState,
+    producers: &[SynthProducer],
+    opts: &SynthOptions,
+    n: u64,
+) -> Result<Chunk, SynthError> {
+    let first = state.tiles.tree_size();
+    let first_height = state.last_block.height + 1;
+    // Time never runs backwards in the log, whatever the clock does (as in the writer).
+    let time = now_ms().max(state.last_block.sealed_at);
+    let segments: Vec<Segment> = (0..n.div_ceil(SEGMENT))
+        .into_par_iter()
+        .map(|s| {
+            let lo = s * SEGMENT;
+            let hi = (lo + SEGMENT).min(n);
+            let mut seg = Segment::with_capacity((hi - lo) as usize);
+            for offset in lo..hi {
+                let height = first_height + offset / opts.block_size;
+                seg.push(first + offset, height, time, opts.seed, producers);
+            }
+            seg
+        })
+        .collect();
+
+    let mut entry_rows = copy_header();
+    let mut subject_rows = copy_header();
+    let mut leaf_hashes = Vec::with_capacity(n as usize);
+    for s in segments {
+        entry_rows.extend_from_slice(&s.entries);
+        subject_rows.extend_from_slice(&s.subjects);
+        leaf_hashes.extend(s.leaf_hashes);
+    }
+    copy_trailer(&mut entry_rows);
+    copy_trailer(&mut subject_rows);
+
+    let mut tile_rows = copy_header();
+    let mut blocks = Vec::new();
+    for block_leaves in leaf_hashes.chunks(opts.block_size as usize) {
+        for (id, hashes) in state.tiles.append(block_leaves)? {
+            push_tile_row(&mut tile_rows, id, &hashes);
+        }
+        let header = state
+            .last_block
+            .next(state.tiles.tree_size(), state.tiles.root(), time);
+        blocks.push(header);
+        state.last_block = header;
+    }
+    copy_trailer(&mut tile_rows);
+    Ok(Chunk {
+        entries: n,
+        blocks,
+        entry_rows: entry_rows.into(),
+        subject_rows: subject_rows.into(),
+        tile_rows: tile_rows.into(),
+    })
+}
+
+/// COPY rows of consecutive entries, built on one rayon task.
+struct Segment {
+    entries: Vec<u8>,
+    subjects: Vec<u8>,
+    leaf_hashes: Vec<Hash>,
+}
+
+/// splitmix64: cheap, deterministic choices per entry.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl Segment {
+    fn with_capacity(n: usize) -> Self {
+        Segment {
+            entries: Vec::with_capacity(n * 1400),
+            subjects: Vec::with_capacity(n * 300),
+            leaf_hashes: Vec::with_capacity(n),
+        }
+    }
+
+    /// Makes entry `index`: an in-toto statement with 1–2 subjects, signed by one of the
+    /// producers, its leaf, and its COPY rows.
+    fn push(
+        &mut self,
+        index: u64,
+        height: u64,
+        integrated_time: i64,
+        seed: u64,
+        producers: &[SynthProducer],
+    ) {
+        let r = mix(seed ^ mix(index));
+        let producer = &producers[(r % producers.len() as u64) as usize];
+        let predicate_type = PREDICATE_TYPES[((r >> 20) % PREDICATE_TYPES.len() as u64) as usize];
+        // The seed and index make every statement, and so every digest, unique in the log.
+        let subjects: Vec<(String, String)> = (0..1 + (r >> 16) % 2)
+            .map(|k| {
+                let mut h = Sha256::new();
+                h.update(b"ace-synth subject\n");
+                h.update(seed.to_be_bytes());
+                h.update(index.to_be_bytes());
+                h.update(k.to_be_bytes());
+                (
+                    format!("synth/{}/build-{index}/artifact-{k}.tar.gz", producer.id),
+                    hex::encode(h.finalize()),
+                )
+            })
+            .collect();
+        let mut payload = String::with_capacity(512);
+        payload.push_str("{\"_type\":\"https://in-toto.io/Statement/v1\",\"subject\":[");
+        for (k, (name, digest)) in subjects.iter().enumerate() {
+            if k > 0 {
+                payload.push(',');
+            }
+            payload.push_str(&format!(
+                "{{\"name\":\"{name}\",\"digest\":{{\"sha256\":\"{digest}\"}}}}"
+            ));
+        }
+        payload.push_str(&format!(
+            "],\"predicateType\":\"{predicate_type}\",\"predicate\":{{\"builder\":{{\"id\":\"https://ci.example/{}\"}},\"run\":{index},\"seed\":{seed}}}}}",
+            producer.id
+        ));
+        let envelope = Envelope::sign(IN_TOTO_PAYLOAD_TYPE, payload.as_bytes(), &producer.key);
+        let raw = envelope.to_json();
+        let digest = envelope.digest();
+        let leaf = LeafRecord {
+            digest: digest.as_str().to_owned(),
+            envelope_sha256: envelope_sha256(&raw),
+            index,
+            integrated_time,
+            producer: producer.id.clone(),
+        }
+        .to_bytes();
+        self.leaf_hashes.push(leaf_hash(&leaf));
+
+        let e = &mut self.entries;
+        row(e, 10);
+        int8(e, index as i64);
+        text(e, digest.as_str());
+        text(e, &producer.id);
+        bytea(e, &raw);
+        bytea(e, &leaf);
+        int8(e, integrated_time);
+        int8(e, height as i64);
+        text(e, IN_TOTO_PAYLOAD_TYPE);
+        text(e, predicate_type);
+        text(e, producer.keyid.as_str());
+        for (name, digest) in &subjects {
+            let s = &mut self.subjects;
+            row(s, 4);
+            int8(s, index as i64);
+            text(s, name);
+            text(s, "sha256");
+            text(s, digest);
+        }
+    }
+}
+
+// Postgres binary COPY format: a signature header, then per row a field count and each
+// field as a 4-byte length and its binary value, then a -1 trailer. Lengths here are of
+// rows this module builds (well under 2^31 bytes).
+
+const ENTRY_COLUMNS: &str = "idx, digest, producer, envelope, leaf, integrated_time, block_height, payload_type, predicate_type, keyid";
+const SUBJECT_COLUMNS: &str = "idx, name, algorithm, value";
+const TILE_COLUMNS: &str = "level, idx, width, hashes";
+const BLOCK_COLUMNS: &str =
+    "height, first_index, tree_size, root_hash, block_hash, prev_block_hash, sealed_at, checkpoint";
+
+fn copy_header() -> Vec<u8> {
+    let mut v = Vec::with_capacity(1 << 16);
+    v.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    v.extend_from_slice(&0i32.to_be_bytes()); // flags
+    v.extend_from_slice(&0i32.to_be_bytes()); // header extension length
+    v
+}
+
+fn copy_trailer(v: &mut Vec<u8>) {
+    v.extend_from_slice(&(-1i16).to_be_bytes());
+}
+
+fn row(v: &mut Vec<u8>, fields: i16) {
+    v.extend_from_slice(&fields.to_be_bytes());
+}
+
+fn int8(v: &mut Vec<u8>, x: i64) {
+    v.extend_from_slice(&8i32.to_be_bytes());
+    v.extend_from_slice(&x.to_be_bytes());
+}
+
+fn int2(v: &mut Vec<u8>, x: i16) {
+    v.extend_from_slice(&2i32.to_be_bytes());
+    v.extend_from_slice(&x.to_be_bytes());
+}
+
+fn bytea(v: &mut Vec<u8>, b: &[u8]) {
+    v.extend_from_slice(&(b.len() as i32).to_be_bytes());
+    v.extend_from_slice(b);
+}
+
+fn text(v: &mut Vec<u8>, s: &str) {
+    bytea(v, s.as_bytes());
+}
+
+fn push_tile_row(v: &mut Vec<u8>, id: TileId, hashes: &[Hash]) {
+    row(v, 4);
+    int2(v, i16::from(id.level));
+    int8(v, id.index as i64);
+    int2(v, id.width as i16);
+    v.extend_from_slice(&((hashes.len() * 32) as i32).to_be_bytes());
+    for h in hashes {
+        v.extend_from_slice(h);
+    }
+}
+
+async fn copy_in(
+    tx: &tokio_postgres::Transaction<'_>,
+    table: &str,
+    columns: &str,
+    data: &Bytes,
+    what: &'static str,
+) -> Result<(), DbError> {
+    let sink = tx
+        .copy_in::<_, Bytes>(&format!(
+            "COPY {table} ({columns}) FROM STDIN (FORMAT binary)"
+        ))
+        .await
+        .map_err(DbError::query(what))?;
+    futures::pin_mut!(sink);
+    let mut at = 0;
+    while at < data.len() {
+        let end = (at + COPY_PIECE).min(data.len());
+        sink.send(data.slice(at..end))
+            .await
+            .map_err(DbError::query(what))?;
+        at = end;
+    }
+    sink.as_mut().finish().await.map_err(DbError::query(what))?;
+    Ok(())
+}
+
+async fn write_chunk(c: &mut Client, signer: &NoteSigner, chunk: &Chunk) -> Result<(), SynthError> {
+    let mut block_rows = copy_header();
+    for h in &chunk.blocks {
+        let checkpoint = checkpoint_for(h, signer)?;
+        row(&mut block_rows, 8);
+        int8(&mut block_rows, h.height as i64);
+        int8(&mut block_rows, h.first_index as i64);
+        int8(&mut block_rows, h.tree_size as i64);
+        bytea(&mut block_rows, &h.root_hash);
+        bytea(&mut block_rows, &h.block_hash());
+        bytea(&mut block_rows, &h.prev_block_hash);
+        int8(&mut block_rows, h.sealed_at);
+        text(&mut block_rows, &checkpoint);
+    }
+    copy_trailer(&mut block_rows);
+    let block_rows = Bytes::from(block_rows);
+
+    let tx = c
+        .transaction()
+        .await
+        .map_err(DbError::query("starting a load transaction"))?;
+    // Blocks first: entries reference them.
+    copy_in(
+        &tx,
+        "ledger_blocks",
+        BLOCK_COLUMNS,
+        &block_rows,
+        "copying blocks",
+    )
+    .await?;
+    copy_in(
+        &tx,
+        "ledger_entries",
+        ENTRY_COLUMNS,
+        &chunk.entry_rows,
+        "copying entries",
+    )
+    .await?;
+    copy_in(
+        &tx,
+        "ledger_subjects",
+        SUBJECT_COLUMNS,
+        &chunk.subject_rows,
+        "copying subjects",
+    )
+    .await?;
+    copy_in(
+        &tx,
+        "ledger_tiles",
+        TILE_COLUMNS,
+        &chunk.tile_rows,
+        "copying tiles",
+    )
+    .await?;
+    tx.commit()
+        .await
+        .map_err(DbError::query("committing a load transaction"))?;
+    Ok(())
+}
