@@ -1,7 +1,9 @@
 //! acectl: the ACE Ledger command line.
 
+mod http;
 mod keyfile;
 mod publish;
+mod verify;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -76,6 +78,12 @@ enum Cmd {
     /// Sign (or take) an envelope, publish it, wait for the ledger's ack and print it.
     /// Exits 0 for accepted or duplicate, 3 for rejected, 4 when no ack came in time.
     Publish(publish::PublishArgs),
+    /// Verify what a reader serves, with nothing but the ledger's verifier key. Exits 0
+    /// when verified, 1 when a check fails (the step is named), 2 when it cannot run.
+    Verify {
+        #[command(subcommand)]
+        cmd: verify::VerifyCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -337,6 +345,7 @@ async fn run(cli: Cli) -> Result<i32> {
             }
         }
         Cmd::Publish(a) => return publish::run(a).await,
+        Cmd::Verify { cmd } => return Ok(verify::run(cmd).await),
     }
     Ok(0)
 }

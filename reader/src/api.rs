@@ -224,7 +224,8 @@ pub async fn envelope(
     q: Params,
 ) -> Result<Response, ApiError> {
     params(q, &[])?;
-    let digest = EnvelopeDigest::parse(&digest).map_err(|e| ApiError::bad("digest", e.to_string()))?;
+    let digest =
+        EnvelopeDigest::parse(&digest).map_err(|e| ApiError::bad("digest", e.to_string()))?;
     let c = s.prover.pool.get().await?;
     let st = store::envelope_status(&c, digest.as_str()).await?;
     let code = if st.status == "unknown" {
@@ -285,7 +286,13 @@ fn subject_digest(v: &str) -> Result<(String, String), ApiError> {
 pub async fn search(State(s): State<Shared>, q: Params) -> Result<Json<EntryPage>, ApiError> {
     let map = params(
         q,
-        &["producer", "subject_digest", "predicate_type", "after", "limit"],
+        &[
+            "producer",
+            "subject_digest",
+            "predicate_type",
+            "after",
+            "limit",
+        ],
     )?;
     let producer = map
         .get("producer")
@@ -295,7 +302,10 @@ pub async fn search(State(s): State<Shared>, q: Params) -> Result<Json<EntryPage
                 .map_err(|e| ApiError::bad("producer", e.to_string()))
         })
         .transpose()?;
-    let subject = map.get("subject_digest").map(|v| subject_digest(v)).transpose()?;
+    let subject = map
+        .get("subject_digest")
+        .map(|v| subject_digest(v))
+        .transpose()?;
     let predicate_type = match map.get("predicate_type") {
         Some(p) if p.is_empty() => {
             return Err(ApiError::bad("predicate_type", "must not be empty"))
@@ -479,9 +489,7 @@ pub async fn guard(State(s): State<Shared>, req: Request, next: Next) -> Respons
             metrics.in_flight.inc();
             let r = tokio::time::timeout(s.request_timeout, next.run(req)).await;
             metrics.in_flight.dec();
-            r.unwrap_or_else(|_| {
-                ApiError::Timeout(s.request_timeout.as_millis()).into_response()
-            })
+            r.unwrap_or_else(|_| ApiError::Timeout(s.request_timeout.as_millis()).into_response())
         }
     };
     metrics
@@ -502,8 +510,20 @@ mod tests {
     #[test]
     fn numbers_are_bounded_and_named() {
         assert_eq!(parse_u64("index", "0").unwrap(), 0);
-        assert_eq!(parse_u64("index", "9223372036854775807").unwrap(), i64::MAX as u64);
-        for bad in ["", "-1", "+1", "1.0", "0x10", " 1", "9223372036854775808", "99999999999999999999"] {
+        assert_eq!(
+            parse_u64("index", "9223372036854775807").unwrap(),
+            i64::MAX as u64
+        );
+        for bad in [
+            "",
+            "-1",
+            "+1",
+            "1.0",
+            "0x10",
+            " 1",
+            "9223372036854775808",
+            "99999999999999999999",
+        ] {
             let e = parse_u64("index", bad).unwrap_err();
             assert_eq!(e.problem().parameter, Some("index"), "{bad}");
         }
@@ -527,7 +547,15 @@ mod tests {
         );
         assert!(subject_digest("gitCommit:0123abc").is_ok());
         assert!(subject_digest("sha1:0123abc").is_ok());
-        for bad in ["sha256", "sha256:", ":ab", "sha256:AB", "sha256:abc", "sha 256:ab", "a.b:ab"] {
+        for bad in [
+            "sha256",
+            "sha256:",
+            ":ab",
+            "sha256:AB",
+            "sha256:abc",
+            "sha 256:ab",
+            "a.b:ab",
+        ] {
             let e = subject_digest(bad).unwrap_err();
             assert_eq!(e.problem().parameter, Some("subject_digest"), "{bad}");
         }

@@ -53,7 +53,9 @@ impl Config {
         if keys.is_empty() {
             return Err(ConfigError::Missing {
                 var: "ACE_LEDGER_VKEYS".into(),
-                hint: "the ledger's note verifier key(s), as `acectl ledger-key generate` prints them".into(),
+                hint:
+                    "the ledger's note verifier key(s), as `acectl ledger-key generate` prints them"
+                        .into(),
             });
         }
         let ledger_keys = keys

@@ -38,13 +38,32 @@ use proofs::{Heads, Prover, TileCache};
         description = "Read-only API over the ACE Ledger Merkle log: entries, blocks, checkpoints, inclusion and consistency proofs, search, and C2SP tlog-tiles. Hashes are lowercase hex; errors are RFC 9457 problem+json."
     ),
     paths(
-        api::checkpoint, api::keys, api::entry, api::proof, api::consistency, api::envelope,
-        api::search, api::block, api::blocks, api::tlog_checkpoint, api::tile
+        api::checkpoint,
+        api::keys,
+        api::entry,
+        api::proof,
+        api::consistency,
+        api::envelope,
+        api::search,
+        api::block,
+        api::blocks,
+        api::tlog_checkpoint,
+        api::tile
     ),
     components(schemas(
-        model::Entry, model::Subject, model::InclusionProof, model::ConsistencyProof,
-        model::EnvelopeStatus, model::Reason, model::EntryPage, model::Block, model::BlockPage,
-        model::Anchor, model::Keys, model::ProducerKey, problem::Problem
+        model::Entry,
+        model::Subject,
+        model::InclusionProof,
+        model::ConsistencyProof,
+        model::EnvelopeStatus,
+        model::Reason,
+        model::EntryPage,
+        model::Block,
+        model::BlockPage,
+        model::Anchor,
+        model::Keys,
+        model::ProducerKey,
+        problem::Problem
     ))
 )]
 pub struct ApiDoc;
@@ -81,7 +100,14 @@ fn privileges() -> (Vec<TablePrivilege>, Vec<TablePrivilege>) {
         .collect();
     let mut forbidden = Vec::new();
     for table in db::ALL_TABLES {
-        for privilege in ["INSERT", "UPDATE", "DELETE", "TRUNCATE", "TRIGGER", "REFERENCES"] {
+        for privilege in [
+            "INSERT",
+            "UPDATE",
+            "DELETE",
+            "TRUNCATE",
+            "TRIGGER",
+            "REFERENCES",
+        ] {
             forbidden.push(TablePrivilege { table, privilege });
         }
     }

@@ -105,11 +105,7 @@ impl ApiError {
                 "Too many requests in flight",
                 None,
             ),
-            ApiError::Timeout(_) => (
-                "urn:ace-ledger:problem:timeout",
-                "Request timed out",
-                None,
-            ),
+            ApiError::Timeout(_) => ("urn:ace-ledger:problem:timeout", "Request timed out", None),
             ApiError::Corrupt(_) => (
                 "urn:ace-ledger:problem:inconsistent-data",
                 "Stored data is inconsistent",

@@ -170,7 +170,10 @@ impl Prover {
             .map(|(id, _)| *id)
             .collect();
         let hits = (ids.len() - missing.len()) as u64;
-        self.metrics.tile_cache.with_label_values(&["hit"]).inc_by(hits);
+        self.metrics
+            .tile_cache
+            .with_label_values(&["hit"])
+            .inc_by(hits);
         if !missing.is_empty() {
             self.metrics
                 .tile_cache

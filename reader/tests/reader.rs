@@ -133,7 +133,10 @@ async fn ok_json(app: &Router, uri: &str) -> Value {
 }
 
 fn hash(v: &Value) -> Hash {
-    hex::decode(v.as_str().unwrap()).unwrap().try_into().unwrap()
+    hex::decode(v.as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap()
 }
 
 fn hashes(v: &Value) -> Vec<Hash> {
@@ -150,7 +153,11 @@ async fn every_route_answers_in_the_design_shapes() {
     for uri in ["/v1/checkpoint", "/checkpoint"] {
         let a = get(app, uri).await;
         assert_eq!(a.status, StatusCode::OK);
-        assert!(a.content_type.starts_with("text/plain"), "{}", a.content_type);
+        assert!(
+            a.content_type.starts_with("text/plain"),
+            "{}",
+            a.content_type
+        );
         let cp = open_checkpoint(&a.text(), &[verifier.clone()]).unwrap();
         assert_eq!((cp.origin.as_str(), cp.tree_size), (ORIGIN, 700));
     }
@@ -201,11 +208,20 @@ async fn every_route_answers_in_the_design_shapes() {
         assert_eq!(cp.tree_size, size);
         assert_eq!(hash(&p["root_hash"]), cp.root_hash);
         assert_eq!(hash(&p["leaf_hash"]), leaf.leaf_hash());
-        verify_inclusion_proof(&leaf.leaf_hash(), 299, size, &hashes(&p["hashes"]), &cp.root_hash)
-            .unwrap();
+        verify_inclusion_proof(
+            &leaf.leaf_hash(),
+            299,
+            size,
+            &hashes(&p["hashes"]),
+            &cp.root_hash,
+        )
+        .unwrap();
     }
     let c = ok_json(app, "/v1/consistency?from=300&to=700").await;
-    assert_eq!((c["from"].as_u64(), c["to"].as_u64()), (Some(300), Some(700)));
+    assert_eq!(
+        (c["from"].as_u64(), c["to"].as_u64()),
+        (Some(300), Some(700))
+    );
     assert!(!c["hashes"].as_array().unwrap().is_empty());
     let same = ok_json(app, "/v1/consistency?from=700&to=700").await;
     assert_eq!(same["hashes"], serde_json::json!([]));
@@ -213,7 +229,10 @@ async fn every_route_answers_in_the_design_shapes() {
     // Envelopes: accepted, rejected (from the DLQ), unknown.
     let digest = e["digest"].as_str().unwrap();
     let st = ok_json(app, &format!("/v1/envelopes/{digest}")).await;
-    assert_eq!(st, serde_json::json!({"digest": digest, "status": "accepted", "index": 299}));
+    assert_eq!(
+        st,
+        serde_json::json!({"digest": digest, "status": "accepted", "index": 299})
+    );
     let rejected = format!("sha256:{}", "ab".repeat(32));
     f.db.admin()
         .await
@@ -232,7 +251,10 @@ async fn every_route_answers_in_the_design_shapes() {
     let unknown = format!("sha256:{}", "cd".repeat(32));
     let a = get(app, &format!("/v1/envelopes/{unknown}")).await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
-    assert_eq!(a.json(), serde_json::json!({"digest": unknown, "status": "unknown"}));
+    assert_eq!(
+        a.json(),
+        serde_json::json!({"digest": unknown, "status": "unknown"})
+    );
 
     // Blocks, one and paged, with anchor receipts.
     f.db.admin()
@@ -248,7 +270,10 @@ async fn every_route_answers_in_the_design_shapes() {
     for field in ["height", "first_index", "tree_size", "sealed_at"] {
         assert!(b[field].is_u64(), "{field}: {b}");
     }
-    assert_eq!((b["first_index"].as_u64(), b["tree_size"].as_u64()), (Some(0), Some(300)));
+    assert_eq!(
+        (b["first_index"].as_u64(), b["tree_size"].as_u64()),
+        (Some(0), Some(300))
+    );
     for field in ["root_hash", "block_hash", "prev_block_hash"] {
         assert_eq!(b[field].as_str().unwrap().len(), 64, "{field}");
     }
@@ -279,14 +304,16 @@ async fn every_route_answers_in_the_design_shapes() {
             None => break,
         }
     }
-    let all: i64 = f
-        .db
-        .admin()
-        .await
-        .query_one("SELECT count(*) FROM ledger_entries WHERE producer = 'synth-1'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let all: i64 =
+        f.db.admin()
+            .await
+            .query_one(
+                "SELECT count(*) FROM ledger_entries WHERE producer = 'synth-1'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
     assert_eq!(seen.len() as i64, all);
     assert!(seen.windows(2).all(|w| w[0] < w[1]));
     let subject = subjects[0]["digest"]["sha256"].as_str().unwrap();
@@ -303,9 +330,18 @@ async fn every_route_answers_in_the_design_shapes() {
         ),
     )
     .await;
-    assert!(p["entries"].as_array().unwrap().iter().any(|x| x["index"] == 299));
+    assert!(p["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|x| x["index"] == 299));
     let first = ok_json(app, "/v1/entries?limit=3").await;
-    let idx: Vec<u64> = first["entries"].as_array().unwrap().iter().map(|e| e["index"].as_u64().unwrap()).collect();
+    let idx: Vec<u64> = first["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["index"].as_u64().unwrap())
+        .collect();
     assert_eq!(idx, vec![0, 1, 2]);
     assert_eq!(first["next"], "2");
 
@@ -314,7 +350,11 @@ async fn every_route_answers_in_the_design_shapes() {
     assert_eq!(full.status, StatusCode::OK);
     assert_eq!(full.body.len(), 256 * 32);
     assert_eq!(full.content_type, "application/octet-stream");
-    assert!(full.cache_control.contains("immutable"), "{}", full.cache_control);
+    assert!(
+        full.cache_control.contains("immutable"),
+        "{}",
+        full.cache_control
+    );
     let partial = get(app, "/tile/0/002.p/188").await;
     assert_eq!(partial.status, StatusCode::OK, "{}", partial.text());
     assert_eq!(partial.body.len(), 188 * 32);
@@ -337,27 +377,45 @@ async fn every_route_answers_in_the_design_shapes() {
     // OpenAPI and the docs page, served locally.
     let doc = ok_json(app, "/openapi.json").await;
     for path in [
-        "/v1/checkpoint", "/v1/keys", "/v1/entries", "/v1/entries/{index}",
-        "/v1/entries/{index}/proof", "/v1/consistency", "/v1/envelopes/{digest}",
-        "/v1/blocks", "/v1/blocks/{height}", "/checkpoint", "/tile/{path}",
+        "/v1/checkpoint",
+        "/v1/keys",
+        "/v1/entries",
+        "/v1/entries/{index}",
+        "/v1/entries/{index}/proof",
+        "/v1/consistency",
+        "/v1/envelopes/{digest}",
+        "/v1/blocks",
+        "/v1/blocks/{height}",
+        "/checkpoint",
+        "/tile/{path}",
     ] {
         assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
     }
     let docs = get(app, "/docs/").await;
     assert_eq!(docs.status, StatusCode::OK);
     assert!(docs.text().contains("swagger-ui"), "{}", docs.text());
-    assert!(!docs.text().contains("cdn"), "the docs page must not load from a CDN");
-    assert_eq!(get(app, "/docs/swagger-ui-bundle.js").await.status, StatusCode::OK);
+    assert!(
+        !docs.text().contains("cdn"),
+        "the docs page must not load from a CDN"
+    );
+    assert_eq!(
+        get(app, "/docs/swagger-ui-bundle.js").await.status,
+        StatusCode::OK
+    );
 
     // Health, readiness and real metrics.
     assert_eq!(get(app, "/healthz").await.status, StatusCode::OK);
     assert_eq!(get(app, "/readyz").await.status, StatusCode::OK);
     let m = get(app, "/metrics").await.text();
     assert!(
-        m.contains(r#"ace_reader_http_requests_total{route="/v1/entries/{index}/proof",status="200"} 2"#),
+        m.contains(
+            r#"ace_reader_http_requests_total{route="/v1/entries/{index}/proof",status="200"} 2"#
+        ),
         "{m}"
     );
-    assert!(m.contains(r#"ace_reader_http_requests_total{route="/v1/envelopes/{digest}",status="404"} 1"#));
+    assert!(m.contains(
+        r#"ace_reader_http_requests_total{route="/v1/envelopes/{digest}",status="404"} 1"#
+    ));
     assert!(m.contains("ace_reader_http_request_duration_seconds_bucket{route=\"/v1/keys\""));
     assert!(m.contains("ace_reader_tile_cache_total{outcome=\"hit\"}"));
 }
@@ -365,7 +423,10 @@ async fn every_route_answers_in_the_design_shapes() {
 async fn e_predicate(db: &TestDb, index: i64) -> String {
     db.admin()
         .await
-        .query_one("SELECT predicate_type FROM ledger_entries WHERE idx = $1", &[&index])
+        .query_one(
+            "SELECT predicate_type FROM ledger_entries WHERE idx = $1",
+            &[&index],
+        )
         .await
         .unwrap()
         .get(0)
@@ -398,30 +459,90 @@ async fn bad_parameters_and_unknown_ids_are_problems_naming_the_parameter() {
     let cases: &[(&str, StatusCode, &str)] = &[
         ("/v1/entries/abc", StatusCode::BAD_REQUEST, "index"),
         ("/v1/entries/-1", StatusCode::BAD_REQUEST, "index"),
-        ("/v1/entries/9223372036854775808", StatusCode::BAD_REQUEST, "index"),
+        (
+            "/v1/entries/9223372036854775808",
+            StatusCode::BAD_REQUEST,
+            "index",
+        ),
         ("/v1/entries/700", StatusCode::NOT_FOUND, "index"),
         ("/v1/entries/12?x=1", StatusCode::BAD_REQUEST, "query"),
         ("/v1/entries/700/proof", StatusCode::NOT_FOUND, "index"),
-        ("/v1/entries/5/proof?tree_size=5", StatusCode::BAD_REQUEST, "tree_size"),
-        ("/v1/entries/5/proof?tree_size=301", StatusCode::NOT_FOUND, "tree_size"),
-        ("/v1/entries/5/proof?tree_size=x", StatusCode::BAD_REQUEST, "tree_size"),
-        ("/v1/entries/5/proof?treesize=300", StatusCode::BAD_REQUEST, "query"),
+        (
+            "/v1/entries/5/proof?tree_size=5",
+            StatusCode::BAD_REQUEST,
+            "tree_size",
+        ),
+        (
+            "/v1/entries/5/proof?tree_size=301",
+            StatusCode::NOT_FOUND,
+            "tree_size",
+        ),
+        (
+            "/v1/entries/5/proof?tree_size=x",
+            StatusCode::BAD_REQUEST,
+            "tree_size",
+        ),
+        (
+            "/v1/entries/5/proof?treesize=300",
+            StatusCode::BAD_REQUEST,
+            "query",
+        ),
         ("/v1/consistency?from=300", StatusCode::BAD_REQUEST, "to"),
         ("/v1/consistency?to=300", StatusCode::BAD_REQUEST, "from"),
-        ("/v1/consistency?from=0&to=300", StatusCode::BAD_REQUEST, "from"),
-        ("/v1/consistency?from=700&to=300", StatusCode::BAD_REQUEST, "from"),
-        ("/v1/consistency?from=299&to=700", StatusCode::NOT_FOUND, "from"),
-        ("/v1/consistency?from=300&to=701", StatusCode::NOT_FOUND, "to"),
+        (
+            "/v1/consistency?from=0&to=300",
+            StatusCode::BAD_REQUEST,
+            "from",
+        ),
+        (
+            "/v1/consistency?from=700&to=300",
+            StatusCode::BAD_REQUEST,
+            "from",
+        ),
+        (
+            "/v1/consistency?from=299&to=700",
+            StatusCode::NOT_FOUND,
+            "from",
+        ),
+        (
+            "/v1/consistency?from=300&to=701",
+            StatusCode::NOT_FOUND,
+            "to",
+        ),
         ("/v1/envelopes/abc", StatusCode::BAD_REQUEST, "digest"),
-        ("/v1/envelopes/sha256:ABCD", StatusCode::BAD_REQUEST, "digest"),
-        ("/v1/entries?producer=Not_Valid", StatusCode::BAD_REQUEST, "producer"),
-        ("/v1/entries?subject_digest=sha256:xyz", StatusCode::BAD_REQUEST, "subject_digest"),
-        ("/v1/entries?subject_digest=sha256:abcd", StatusCode::BAD_REQUEST, "subject_digest"),
-        ("/v1/entries?predicate_type=", StatusCode::BAD_REQUEST, "predicate_type"),
+        (
+            "/v1/envelopes/sha256:ABCD",
+            StatusCode::BAD_REQUEST,
+            "digest",
+        ),
+        (
+            "/v1/entries?producer=Not_Valid",
+            StatusCode::BAD_REQUEST,
+            "producer",
+        ),
+        (
+            "/v1/entries?subject_digest=sha256:xyz",
+            StatusCode::BAD_REQUEST,
+            "subject_digest",
+        ),
+        (
+            "/v1/entries?subject_digest=sha256:abcd",
+            StatusCode::BAD_REQUEST,
+            "subject_digest",
+        ),
+        (
+            "/v1/entries?predicate_type=",
+            StatusCode::BAD_REQUEST,
+            "predicate_type",
+        ),
         ("/v1/entries?limit=0", StatusCode::BAD_REQUEST, "limit"),
         ("/v1/entries?limit=-5", StatusCode::BAD_REQUEST, "limit"),
         ("/v1/entries?after=x", StatusCode::BAD_REQUEST, "after"),
-        ("/v1/entries?subject=sha256:ab", StatusCode::BAD_REQUEST, "query"),
+        (
+            "/v1/entries?subject=sha256:ab",
+            StatusCode::BAD_REQUEST,
+            "query",
+        ),
         ("/v1/blocks/3", StatusCode::NOT_FOUND, "height"),
         ("/v1/blocks/x", StatusCode::BAD_REQUEST, "height"),
         ("/v1/blocks?limit=0", StatusCode::BAD_REQUEST, "limit"),
@@ -442,7 +563,10 @@ async fn bad_parameters_and_unknown_ids_are_problems_naming_the_parameter() {
         let p = a.json();
         assert_eq!(p["status"], status.as_u16(), "{uri}");
         assert_eq!(p["parameter"], *parameter, "{uri}: {p}");
-        assert!(p["type"].as_str().unwrap().starts_with("urn:ace-ledger:problem:"));
+        assert!(p["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:ace-ledger:problem:"));
         assert!(!p["detail"].as_str().unwrap().is_empty());
     }
     // Oversized values are refused before any query.
@@ -454,7 +578,10 @@ async fn bad_parameters_and_unknown_ids_are_problems_naming_the_parameter() {
     let p = ok_json(&f.app, "/v1/entries?limit=100000").await;
     assert_eq!(p["entries"].as_array().unwrap().len(), 100);
     let m = get(&f.app, "/metrics").await.text();
-    assert!(m.contains(r#"route="/v1/entries/{index}",status="400"} 4"#), "{m}");
+    assert!(
+        m.contains(r#"route="/v1/entries/{index}",status="400"} 4"#),
+        "{m}"
+    );
     assert!(m.contains(r#"route="unmatched""#) || m.contains("status=\"404\""));
 }
 
@@ -539,7 +666,14 @@ async fn consistency_proofs_between_every_pair_of_checkpoints_verify() {
     assert_eq!(pairs, 12 * 13 / 2);
     // A wrong root must not verify: the test can fail.
     let c = ok_json(&f.app, "/v1/consistency?from=256&to=3001").await;
-    assert!(verify_consistency_proof(256, 3001, &hashes(&c["hashes"]), &roots[&255], &roots[&3001]).is_err());
+    assert!(verify_consistency_proof(
+        256,
+        3001,
+        &hashes(&c["hashes"]),
+        &roots[&255],
+        &roots[&3001]
+    )
+    .is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -559,19 +693,33 @@ async fn the_tree_served_as_tiles_reproduces_every_checkpoint() {
         assert_eq!(a.status, StatusCode::OK, "{}", id.path());
         set.insert(id, tile_from_bytes(&a.body).unwrap()).unwrap();
     }
-    assert_eq!(ace_core::merkle::tree_root(70_000, &set).unwrap(), cp.root_hash);
+    assert_eq!(
+        ace_core::merkle::tree_root(70_000, &set).unwrap(),
+        cp.root_hash
+    );
     // The reader served proofs from the cache after the first reads.
     for i in [0u64, 69_999, 35_000] {
         ok_json(&f.app, &format!("/v1/entries/{i}/proof")).await;
     }
     let m = get(&f.app, "/metrics").await.text();
-    assert!(m.contains("ace_reader_tile_cache_total{outcome=\"hit\"}"), "{m}");
+    assert!(
+        m.contains("ace_reader_tile_cache_total{outcome=\"hit\"}"),
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_blocks_are_served_as_they_are_sealed() {
     let f = fixture(&[10]).await;
-    assert_eq!(open_checkpoint(&get(&f.app, "/v1/checkpoint").await.text(), &[f.signer.verifier()]).unwrap().tree_size, 10);
+    assert_eq!(
+        open_checkpoint(
+            &get(&f.app, "/v1/checkpoint").await.text(),
+            &[f.signer.verifier()]
+        )
+        .unwrap()
+        .tree_size,
+        10
+    );
     grow(&f.db, &f.signer, 10, &[20]).await;
     let p = ok_json(&f.app, "/v1/entries/15/proof").await;
     assert_eq!(p["tree_size"], 20);
@@ -583,12 +731,23 @@ async fn new_blocks_are_served_as_they_are_sealed() {
 async fn an_empty_ledger_answers_404_until_genesis() {
     let db = TestDb::new().await;
     let signer = NoteSigner::generate(ORIGIN).unwrap();
-    let state = ace_reader::prepare(&config(&db, vec![signer.verifier()])).await.unwrap();
+    let state = ace_reader::prepare(&config(&db, vec![signer.verifier()]))
+        .await
+        .unwrap();
     let app = ace_reader::router(state);
-    for uri in ["/v1/checkpoint", "/checkpoint", "/v1/entries/0/proof", "/tile/0/000.p/1"] {
+    for uri in [
+        "/v1/checkpoint",
+        "/checkpoint",
+        "/v1/entries/0/proof",
+        "/tile/0/000.p/1",
+    ] {
         let a = get(&app, uri).await;
         assert_eq!(a.status, StatusCode::NOT_FOUND, "{uri}");
-        assert_eq!(a.json()["type"], "urn:ace-ledger:problem:no-checkpoint", "{uri}");
+        assert_eq!(
+            a.json()["type"],
+            "urn:ace-ledger:problem:no-checkpoint",
+            "{uri}"
+        );
     }
     let page = ok_json(&app, "/v1/blocks").await;
     assert_eq!(page["blocks"], serde_json::json!([]));
@@ -597,7 +756,9 @@ async fn an_empty_ledger_answers_404_until_genesis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reader_role_writes_nothing_and_the_reader_refuses_more() {
     let f = fixture(&[5]).await;
-    let reader = ace_core::db::connect(&f.db.url("ace_reader")).await.unwrap();
+    let reader = ace_core::db::connect(&f.db.url("ace_reader"))
+        .await
+        .unwrap();
     for table in ace_core::db::ALL_TABLES {
         for stmt in [
             format!("INSERT INTO {table} DEFAULT VALUES"),
@@ -610,30 +771,69 @@ async fn the_reader_role_writes_nothing_and_the_reader_refuses_more() {
                 .await
                 .err()
                 .unwrap_or_else(|| panic!("ace_reader: {stmt} succeeded"));
-            let msg = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
+            let msg = e
+                .as_db_error()
+                .map(|d| d.message().to_string())
+                .unwrap_or_default();
             assert!(msg.contains("permission denied"), "{stmt}: {msg}");
         }
     }
-    assert!(reader.batch_execute("CREATE TABLE x (a int)").await.is_err());
-    assert!(reader.batch_execute("SELECT nextval('dlq_items_id_seq')").await.is_err());
+    assert!(reader
+        .batch_execute("CREATE TABLE x (a int)")
+        .await
+        .is_err());
+    assert!(reader
+        .batch_execute("SELECT nextval('dlq_items_id_seq')")
+        .await
+        .is_err());
 
     // Start-up refuses a role that can write, a superuser, and a foreign ledger key.
     let admin = f.db.admin().await;
-    admin.batch_execute("GRANT INSERT ON dlq_items TO ace_reader").await.unwrap();
-    let e = ace_reader::prepare(&config(&f.db, vec![f.signer.verifier()])).await.err().unwrap().to_string();
-    assert!(e.contains("ace_reader") && e.contains("INSERT on dlq_items"), "{e}");
+    admin
+        .batch_execute("GRANT INSERT ON dlq_items TO ace_reader")
+        .await
+        .unwrap();
+    let e = ace_reader::prepare(&config(&f.db, vec![f.signer.verifier()]))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("ace_reader") && e.contains("INSERT on dlq_items"),
+        "{e}"
+    );
     admin.batch_execute("REVOKE INSERT ON dlq_items FROM ace_reader; GRANT CREATE ON SCHEMA public TO ace_reader").await.unwrap();
-    let e = ace_reader::prepare(&config(&f.db, vec![f.signer.verifier()])).await.err().unwrap().to_string();
+    let e = ace_reader::prepare(&config(&f.db, vec![f.signer.verifier()]))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("CREATE on schema public"), "{e}");
-    admin.batch_execute("REVOKE CREATE ON SCHEMA public FROM ace_reader").await.unwrap();
+    admin
+        .batch_execute("REVOKE CREATE ON SCHEMA public FROM ace_reader")
+        .await
+        .unwrap();
     let mut super_cfg = config(&f.db, vec![f.signer.verifier()]);
     super_cfg.database_url = ace_core::config::Secret::new(f.db.url("postgres"));
-    let e = ace_reader::prepare(&super_cfg).await.err().unwrap().to_string();
+    let e = ace_reader::prepare(&super_cfg)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("superuser"), "{e}");
     let other = NoteSigner::generate(ORIGIN).unwrap().verifier();
-    let e = ace_reader::prepare(&config(&f.db, vec![other])).await.err().unwrap().to_string();
-    assert!(e.contains("does not verify with ACE_LEDGER_VKEYS") && e.contains("tree size 5"), "{e}");
-    ace_reader::prepare(&config(&f.db, vec![f.signer.verifier()])).await.unwrap();
+    let e = ace_reader::prepare(&config(&f.db, vec![other]))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("does not verify with ACE_LEDGER_VKEYS") && e.contains("tree size 5"),
+        "{e}"
+    );
+    ace_reader::prepare(&config(&f.db, vec![f.signer.verifier()]))
+        .await
+        .unwrap();
 }
 
 fn first_column(table: &str) -> &'static str {
