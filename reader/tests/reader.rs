@@ -158,7 +158,7 @@ async fn every_route_answers_in_the_design_shapes() {
             "{}",
             a.content_type
         );
-        let cp = open_checkpoint(&a.text(), &[verifier.clone()]).unwrap();
+        let cp = open_checkpoint(&a.text(), std::slice::from_ref(&verifier)).unwrap();
         assert_eq!((cp.origin.as_str(), cp.tree_size), (ORIGIN, 700));
     }
 
@@ -204,7 +204,11 @@ async fn every_route_answers_in_the_design_shapes() {
         let p = ok_json(app, uri).await;
         assert_eq!(p["index"], 299);
         assert_eq!(p["tree_size"], size);
-        let cp = open_checkpoint(p["checkpoint"].as_str().unwrap(), &[verifier.clone()]).unwrap();
+        let cp = open_checkpoint(
+            p["checkpoint"].as_str().unwrap(),
+            std::slice::from_ref(&verifier),
+        )
+        .unwrap();
         assert_eq!(cp.tree_size, size);
         assert_eq!(hash(&p["root_hash"]), cp.root_hash);
         assert_eq!(hash(&p["leaf_hash"]), leaf.leaf_hash());
@@ -604,7 +608,11 @@ async fn inclusion_proofs_for_every_entry_verify_against_several_checkpoints() {
     let mut roots = std::collections::HashMap::new();
     for size in SIZES {
         let b = ok_json(&f.app, &format!("/v1/entries/0/proof?tree_size={size}")).await;
-        let cp = open_checkpoint(b["checkpoint"].as_str().unwrap(), &[verifier.clone()]).unwrap();
+        let cp = open_checkpoint(
+            b["checkpoint"].as_str().unwrap(),
+            std::slice::from_ref(&verifier),
+        )
+        .unwrap();
         assert_eq!(cp.tree_size, size);
         assert_eq!(cp.root_hash, mem.root_at(size).unwrap(), "size {size}");
         roots.insert(size, cp.root_hash);
@@ -651,7 +659,11 @@ async fn consistency_proofs_between_every_pair_of_checkpoints_verify() {
     let mut roots = std::collections::HashMap::new();
     for size in SIZES {
         let p = ok_json(&f.app, &format!("/v1/entries/0/proof?tree_size={size}")).await;
-        let cp = open_checkpoint(p["checkpoint"].as_str().unwrap(), &[verifier.clone()]).unwrap();
+        let cp = open_checkpoint(
+            p["checkpoint"].as_str().unwrap(),
+            std::slice::from_ref(&verifier),
+        )
+        .unwrap();
         roots.insert(size, cp.root_hash);
     }
     let mut pairs = 0;
