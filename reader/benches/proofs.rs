@@ -34,8 +34,11 @@ fn main() -> anyhow::Result<()> {
         "ACE_BENCH_DATABASE_URL",
         "postgres://ace_reader@127.0.0.1:5432/ace_bench_10m",
     );
-    let key_file = std::env::var("ACE_BENCH_LEDGER_KEY_FILE")
-        .map_err(|_| anyhow::anyhow!("ACE_BENCH_LEDGER_KEY_FILE is required: the ledger key file the ledger was loaded with"))?;
+    let key_file = std::env::var("ACE_BENCH_LEDGER_KEY_FILE").map_err(|_| {
+        anyhow::anyhow!(
+            "ACE_BENCH_LEDGER_KEY_FILE is required: the ledger key file the ledger was loaded with"
+        )
+    })?;
     let signer = NoteSigner::parse_key_file(&std::fs::read_to_string(&key_file)?)?;
     let connections: usize = env("ACE_BENCH_CONNECTIONS", "32").parse()?;
     let seconds: u64 = env("ACE_BENCH_SECONDS", "10").parse()?;
@@ -111,7 +114,11 @@ async fn measure(
     for r in 0..rounds {
         let res = round(addr, connections, Duration::from_secs(seconds), size, root).await?;
         let rate = res.proofs as f64 / res.elapsed.as_secs_f64();
-        println!("  round {}: {rate:.0} proofs/s ({} proofs)", r + 1, res.proofs);
+        println!(
+            "  round {}: {rate:.0} proofs/s ({} proofs)",
+            r + 1,
+            res.proofs
+        );
         rates.push(rate);
         all_lat.extend(res.latencies_us);
     }
@@ -132,7 +139,9 @@ async fn measure(
 async fn latest(addr: std::net::SocketAddr) -> anyhow::Result<(u64, Hash)> {
     let mut c = Conn::open(addr).await?;
     let v: serde_json::Value = serde_json::from_slice(&c.get("/v1/entries/0/proof").await?)?;
-    let size = v["tree_size"].as_u64().ok_or_else(|| anyhow::anyhow!("no tree_size"))?;
+    let size = v["tree_size"]
+        .as_u64()
+        .ok_or_else(|| anyhow::anyhow!("no tree_size"))?;
     let root: Hash = hex::decode(v["root_hash"].as_str().unwrap_or_default())?
         .try_into()
         .map_err(|_| anyhow::anyhow!("bad root"))?;

@@ -474,6 +474,21 @@ pub async fn not_found(req: Request) -> ApiError {
     )
 }
 
+struct InFlight<'a>(&'a prometheus::IntGauge);
+
+impl<'a> InFlight<'a> {
+    fn new(g: &'a prometheus::IntGauge) -> Self {
+        g.inc();
+        InFlight(g)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Bounds every API request (concurrency, time) and counts it by route template.
 pub async fn guard(State(s): State<Shared>, req: Request, next: Next) -> Response {
     let route = req
@@ -486,10 +501,13 @@ pub async fn guard(State(s): State<Shared>, req: Request, next: Next) -> Respons
     let response = match Arc::clone(&s.in_flight).try_acquire_owned() {
         Err(_) => ApiError::Overloaded(s.max_concurrent).into_response(),
         Ok(_permit) => {
-            metrics.in_flight.inc();
-            let r = tokio::time::timeout(s.request_timeout, next.run(req)).await;
-            metrics.in_flight.dec();
-            r.unwrap_or_else(|_| ApiError::Timeout(s.request_timeout.as_millis()).into_response())
+            // Dropped with the request, also when the client goes away mid-way.
+            let _counted = InFlight::new(&metrics.in_flight);
+            tokio::time::timeout(s.request_timeout, next.run(req))
+                .await
+                .unwrap_or_else(|_| {
+                    ApiError::Timeout(s.request_timeout.as_millis()).into_response()
+                })
         }
     };
     metrics
