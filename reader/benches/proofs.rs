@@ -172,7 +172,7 @@ async fn round(
                 let body = c.get(&format!("/v1/entries/{index}/proof")).await?;
                 lat.push(t.elapsed().as_micros() as u64);
                 n += 1;
-                if n % 64 == 0 {
+                if n.is_multiple_of(64) {
                     check(&body, index, root)?;
                 }
                 count.fetch_add(1, Ordering::Relaxed);
