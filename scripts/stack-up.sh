@@ -4,10 +4,12 @@
 #  2. create the database `ace`, the roles (with generated passwords) and the schema;
 #  3. create the JetStream streams and the writer's consumer;
 #  4. generate the ledger key and a demo producer with its key;
-#  5. build and start the writer (logs in .stack/writer.log);
-#  6. publish a sample statement and print the ledger's ack.
+#  5. build and start the writer (health and metrics on 127.0.0.1:9101, log in .stack/writer.log);
+#  6. start the reader, the auditors' read-only API, on http://127.0.0.1:8081 (Swagger UI on
+#     /docs, log in .stack/reader.log), trusting the ledger verifier key in .stack/ledger.vkey;
+#  7. publish a sample statement, print the ledger's ack, and verify entry 0 through the reader.
 # Re-running it is safe: every step is idempotent. Secrets live in .stack/secrets (0600).
-# Stop the writer with: kill "$(cat .stack/writer.pid)"
+# Stop the services with: kill "$(cat .stack/writer.pid)" "$(cat .stack/reader.pid)"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/services.sh
@@ -42,7 +44,7 @@ for role in ace_owner ace_writer ace_reader; do
 done
 
 echo "== build"
-cargo build --release --locked -p ace-writer -p acectl
+cargo build --release --locked -p ace-writer -p ace-reader -p acectl
 ACECTL=target/release/acectl
 
 echo "== schema"
@@ -51,10 +53,29 @@ ACE_DATABASE_URL="$(cat $SECRETS/ace_owner.url)" $ACECTL db migrate
 echo "== JetStream"
 ACE_PREFIX=$PREFIX $ACECTL nats init
 
+# The verifier key (`name+hash+base64(0x01 ‖ public key)`) of an existing signer key file
+# (`PRIVATE+KEY+name+hash+base64(0x01 ‖ seed)`), for a .stack/ that lost ledger.vkey.
+vkey_of() {
+  local name hash key
+  IFS=+ read -r _ _ name hash key < "$1" || [ -n "${key:-}" ]
+  printf '%s+%s+' "$name" "$hash"
+  { printf '\001'
+    { printf '\x30\x2e\x02\x01\x00\x30\x05\x06\x03\x2b\x65\x70\x04\x22\x04\x20' # PKCS#8 ed25519 prefix
+      printf '%s' "$key" | base64 -d | tail -c 32
+    } | openssl pkey -inform DER -pubout -outform DER | tail -c 32
+  } | base64 -w0
+  echo
+}
+
 echo "== ledger key and demo producer"
 if [ ! -s "$SECRETS/ledger.key" ]; then
-  $ACECTL ledger-key generate --origin "$ORIGIN" --out "$SECRETS/ledger.key" > "$STACK/ledger.vkey"
+  $ACECTL ledger-key generate --origin "$ORIGIN" --out "$SECRETS/ledger.key" > "$STACK/ledger.vkey.tmp"
+  mv "$STACK/ledger.vkey.tmp" "$STACK/ledger.vkey"
+elif [ ! -s "$STACK/ledger.vkey" ]; then
+  vkey_of "$SECRETS/ledger.key" > "$STACK/ledger.vkey.tmp"
+  mv "$STACK/ledger.vkey.tmp" "$STACK/ledger.vkey"
 fi
+chmod 644 "$STACK/ledger.vkey"
 echo "ledger verifier key: $(cat $STACK/ledger.vkey)"
 export ACE_DATABASE_URL="$(cat $SECRETS/ace_owner.url)"
 $ACECTL producer add demo
@@ -80,5 +101,25 @@ else
   echo "writer running (pid $(cat $STACK/writer.pid)); health and metrics on http://127.0.0.1:9101"
 fi
 
+echo "== reader"
+if [ -s "$STACK/reader.pid" ] && kill -0 "$(cat $STACK/reader.pid)" 2>/dev/null; then
+  echo "reader already running (pid $(cat $STACK/reader.pid))"
+else
+  ACE_DATABASE_URL_FILE=$SECRETS/ace_reader.url \
+  ACE_LEDGER_VKEYS_FILE=$STACK/ledger.vkey \
+    nohup target/release/ace-reader >> "$STACK/reader.log" 2>&1 &
+  echo $! > "$STACK/reader.pid"
+  for _ in $(seq 1 50); do
+    curl -fsS http://127.0.0.1:8081/readyz >/dev/null 2>&1 && break
+    kill -0 "$(cat $STACK/reader.pid)" 2>/dev/null || { echo "reader exited:"; tail -20 "$STACK/reader.log"; exit 1; }
+    sleep 0.2
+  done
+  curl -fsS http://127.0.0.1:8081/readyz >/dev/null || { echo "reader not ready after 10 s:"; tail -20 "$STACK/reader.log"; exit 1; }
+  echo "reader running (pid $(cat $STACK/reader.pid)) on http://127.0.0.1:8081 (API docs: /docs)"
+fi
+
 echo "== publish a sample statement"
 ACE_PREFIX=$PREFIX $ACECTL publish --producer demo --key "$SECRETS/demo.key" --statement examples/statement.json
+
+echo "== verify entry 0 through the reader, with nothing but the verifier key"
+$ACECTL verify entry --reader http://127.0.0.1:8081 --ledger-key "$(cat $STACK/ledger.vkey)" --index 0
