@@ -32,6 +32,10 @@ pub struct PublishArgs {
     /// Seconds to wait for the ack.
     #[arg(long, default_value_t = 30)]
     pub timeout_secs: u64,
+    /// A reader's base URL: when JetStream drops the message as a duplicate inside its
+    /// window, ask the reader what became of the original (its index, or its rejection).
+    #[arg(long, env = "ACE_READER_URL")]
+    pub reader: Option<String>,
     #[command(flatten)]
     pub nats: NatsArgs,
 }
@@ -84,12 +88,19 @@ pub async fn run(a: PublishArgs) -> Result<i32> {
     if puback.duplicate {
         // JetStream dropped it inside its duplicate window (same Nats-Msg-Id): the
         // original message (stream_seq below) carries the ledger's verdict.
-        let out = serde_json::json!({
+        let mut out = serde_json::json!({
             "digest": digest,
             "status": "duplicate",
             "stream_seq": puback.sequence,
             "detail": "deduplicated by JetStream within its duplicate window; the original message with this stream_seq carries the ledger's ack",
         });
+        if let (Some(url), Some(d)) = (&a.reader, &digest) {
+            let original = original_outcome(url, d, Duration::from_secs(a.timeout_secs)).await?;
+            if let Some(index) = original.get("index") {
+                out["index"] = index.clone();
+            }
+            out["original"] = original;
+        }
         println!("{out}");
         return Ok(0);
     }
@@ -119,6 +130,32 @@ pub async fn run(a: PublishArgs) -> Result<i32> {
                 puback.sequence, a.timeout_secs
             );
             Ok(4)
+        }
+    }
+}
+
+/// What the reader says of `digest`, waiting (up to `timeout`) while it is still unknown:
+/// the original message may not have been sequenced yet.
+async fn original_outcome(url: &str, digest: &str, timeout: Duration) -> Result<serde_json::Value> {
+    let reader = crate::http::Reader::new(url)?;
+    let path = format!("/v1/envelopes/{digest}");
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let a = reader.get(&path).await?;
+        let v: serde_json::Value = serde_json::from_slice(&a.body)
+            .with_context(|| format!("GET {}: the answer is not JSON", reader.url(&path)))?;
+        match v.get("status").and_then(|s| s.as_str()) {
+            Some("accepted" | "rejected") => return Ok(v),
+            Some("unknown") if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Some("unknown") => return Ok(v),
+            _ => bail!(
+                "GET {}: HTTP {}: {}",
+                reader.url(&path),
+                a.status,
+                String::from_utf8_lossy(&a.body)
+            ),
         }
     }
 }

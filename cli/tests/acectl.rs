@@ -211,6 +211,54 @@ async fn a_ledger_set_up_and_fed_with_acectl_alone() {
     assert_eq!(again["status"], "duplicate", "{again}");
     assert_eq!(again["stream_seq"], first["stream_seq"]);
 
+    // A reader on the writer's ledger: it tells a JetStream-level duplicate its index, and
+    // the entry the writer made verifies from what the reader serves.
+    let reader = ace_reader::Config {
+        database_url: ace_core::config::Secret::new(format!(
+            "postgres://ace_reader@127.0.0.1:5432/{}",
+            db.0
+        )),
+        ledger_keys: vec![verifier.clone()],
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pool_size: 2,
+        statement_timeout: Duration::from_secs(5),
+        request_timeout: Duration::from_secs(10),
+        max_concurrent: 16,
+        tile_cache_bytes: 1 << 20,
+        head_max_age: Duration::ZERO,
+    };
+    let reader = ace_reader::prepare(&reader).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let reader_url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop_reader, reader_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(ace_reader::serve(reader, listener, reader_rx));
+    let known: serde_json::Value = serde_json::from_str(&ok(&publish(&[
+        "--key",
+        &pk,
+        "--statement",
+        &st,
+        "--reader",
+        &reader_url,
+    ])))
+    .unwrap();
+    assert_eq!(known["status"], "duplicate", "{known}");
+    assert_eq!(known["index"], 0, "{known}");
+    assert_eq!(known["original"]["status"], "accepted", "{known}");
+    let verified = ok(&acectl(
+        &[
+            "verify",
+            "entry",
+            "--reader",
+            &reader_url,
+            "--ledger-key",
+            &vkey,
+            "--index",
+            "0",
+        ],
+        &[],
+    ));
+    assert!(verified.starts_with("entry 0 verified"), "{verified}");
+
     // A malformed envelope: exit 3 and the reason.
     let junk = dir.join("junk.json");
     std::fs::write(&junk, b"{\"payloadType\": 7}").unwrap();
@@ -251,6 +299,7 @@ async fn a_ledger_set_up_and_fed_with_acectl_alone() {
     assert_eq!(r["reason"]["code"], "key_revoked", "{r}");
 
     let _ = stop.send(true);
+    let _ = stop_reader.send(true);
     task.await.unwrap().unwrap();
     let js = async_nats::jetstream::new(async_nats::connect("127.0.0.1:4222").await.unwrap());
     for s in ["INTAKE", "ACKS", "DLQ", "CHECKPOINTS"] {
