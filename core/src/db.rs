@@ -45,14 +45,14 @@ pub const ALL_TABLES: [&str; 8] = [
 pub enum DbError {
     #[error("bad database URL ({0})")]
     BadUrl(String),
-    #[error("cannot connect to Postgres at {target}: {source}")]
+    #[error("cannot connect to Postgres at {target}: {}", describe_pg(source))]
     Connect {
         target: String,
         source: tokio_postgres::Error,
     },
     #[error("Postgres pool for {target}: {message}")]
     Pool { target: String, message: String },
-    #[error("{what}: {source}")]
+    #[error("{what}: {}", describe_pg(source))]
     Query {
         what: &'static str,
         source: tokio_postgres::Error,
@@ -99,6 +99,31 @@ pub fn is_transient(e: &tokio_postgres::Error) -> bool {
                 || c == "40P01" // deadlock
         }
     }
+}
+
+/// A Postgres error with the server's own words: `tokio_postgres::Error`'s Display says only
+/// "db error" for errors the server reports, which names nothing.
+pub fn describe_pg(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            if let Some(d) = db.detail() {
+                s.push_str(": ");
+                s.push_str(d);
+            }
+            s
+        }
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+/// Whether the server cancelled a statement for running past `statement_timeout`.
+pub fn is_statement_timeout(e: &DbError) -> bool {
+    matches!(e, DbError::Query { source, .. }
+        if source.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED))
 }
 
 /// "host:port/db as user" for error messages, never the password.
@@ -222,7 +247,10 @@ async fn migrate_locked(client: &mut Client) -> Result<MigrateReport, DbError> {
     let roles: i64 = row.get(1);
     if roles < 5 {
         client.batch_execute(ROLES_SQL).await.map_err(|e| {
-            DbError::Migrate(format!("creating roles (sql/roles.sql) as {user}: {e}"))
+            DbError::Migrate(format!(
+                "creating roles (sql/roles.sql) as {user}: {}",
+                describe_pg(&e)
+            ))
         })?;
     }
     let owner_can_create: bool = client
@@ -239,7 +267,8 @@ async fn migrate_locked(client: &mut Client) -> Result<MigrateReport, DbError> {
             .await
             .map_err(|e| {
                 DbError::Migrate(format!(
-                    "granting CREATE on schema public to ace_owner as {user}: {e}"
+                    "granting CREATE on schema public to ace_owner as {user}: {}",
+                    describe_pg(&e)
                 ))
             })?;
     }
@@ -247,7 +276,9 @@ async fn migrate_locked(client: &mut Client) -> Result<MigrateReport, DbError> {
         client
             .batch_execute("SET ROLE ace_owner")
             .await
-            .map_err(|e| DbError::Migrate(format!("SET ROLE ace_owner as {user}: {e}")))?;
+            .map_err(|e| {
+                DbError::Migrate(format!("SET ROLE ace_owner as {user}: {}", describe_pg(&e)))
+            })?;
     }
     let report = embedded::migrations::runner()
         .set_abort_divergent(true)
@@ -309,7 +340,8 @@ pub async fn assert_privileges(
             .map_err(|e| DbError::Privilege {
                 role: role.clone(),
                 problem: format!(
-                    "cannot be checked for {p} on {t}: {e} (has `acectl db migrate` run?)"
+                    "cannot be checked for {p} on {t}: {} (has `acectl db migrate` run?)",
+                    describe_pg(&e)
                 ),
             })?
             .get(0);

@@ -38,9 +38,13 @@ pub enum ApiError {
     /// The ledger has no block yet, so there is no checkpoint to serve or prove against.
     #[error("the ledger has no checkpoint yet: the writer has not sealed the genesis block")]
     NoCheckpoint,
-    /// Postgres did not answer (down, timed out, pool exhausted).
+    /// Postgres did not answer (down, timed out, pool exhausted). The cause is logged, not
+    /// sent: it names the database server.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    /// Anything else that is the reader's fault; the cause is logged, not sent.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// Too many requests in flight.
     #[error("the reader is at its limit of {0} requests in flight; retry shortly")]
     Overloaded(usize),
@@ -74,7 +78,7 @@ impl ApiError {
             ApiError::Unavailable(_) | ApiError::Overloaded(_) | ApiError::Timeout(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ApiError::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Corrupt(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -106,6 +110,7 @@ impl ApiError {
                 None,
             ),
             ApiError::Timeout(_) => ("urn:ace-ledger:problem:timeout", "Request timed out", None),
+            ApiError::Internal(_) => ("urn:ace-ledger:problem:internal", "Internal error", None),
             ApiError::Corrupt(_) => (
                 "urn:ace-ledger:problem:inconsistent-data",
                 "Stored data is inconsistent",
@@ -116,6 +121,11 @@ impl ApiError {
             ApiError::BadParameter { detail, .. } | ApiError::NotFound { detail, .. } => {
                 detail.clone()
             }
+            ApiError::Unavailable(_) => {
+                "the database did not answer in time or is unreachable; retry shortly (the cause is in the reader's log)".into()
+            }
+            ApiError::Internal(_) => "the reader failed; the cause is in its log".into(),
+            // About the log's own data, which is public: naming the entry or tile helps.
             other => other.to_string(),
         };
         Problem {
@@ -130,9 +140,12 @@ impl ApiError {
 
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
+        if ace_core::db::is_statement_timeout(&e) || e.is_transient() {
+            return ApiError::Unavailable(e.to_string());
+        }
         match e {
             DbError::Corrupt(m) => ApiError::Corrupt(m),
-            other => ApiError::Unavailable(other.to_string()),
+            other => ApiError::Internal(other.to_string()),
         }
     }
 }
@@ -178,5 +191,22 @@ mod tests {
         let v = serde_json::to_value(ApiError::NoCheckpoint.problem()).unwrap();
         assert_eq!(v["status"], 404);
         assert!(v.get("parameter").is_none());
+        // Server-side causes stay in the log: they name hosts, roles and queries.
+        for e in [
+            ApiError::Unavailable(
+                "cannot connect to Postgres at db.internal:5432/ace as ace_reader".into(),
+            ),
+            ApiError::Internal(
+                "reading an entry: permission denied for table ledger_entries".into(),
+            ),
+        ] {
+            let v = serde_json::to_value(e.problem()).unwrap();
+            let detail = v["detail"].as_str().unwrap();
+            assert!(
+                !detail.contains("db.internal") && !detail.contains("permission"),
+                "{detail}"
+            );
+            assert!(detail.contains("log"), "{detail}");
+        }
     }
 }

@@ -109,7 +109,8 @@ impl Heads {
         Ok(head)
     }
 
-    /// The block whose tree size is `tree_size`: 404 naming `parameter` if no block has it.
+    /// The block whose tree size is `tree_size`: 400 naming `parameter` if no block has it
+    /// (a size that is not checkpointed is a bad parameter, not a missing thing).
     pub async fn at_size(
         &self,
         pool: &Pool,
@@ -124,7 +125,7 @@ impl Heads {
             .await?
             .map(Arc::new)
             .ok_or_else(|| {
-                ApiError::not_found(
+                ApiError::bad(
                     parameter,
                     format!(
                         "no checkpoint has tree size {tree_size}: proofs are served only between \

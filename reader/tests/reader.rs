@@ -478,7 +478,7 @@ async fn bad_parameters_and_unknown_ids_are_problems_naming_the_parameter() {
         ),
         (
             "/v1/entries/5/proof?tree_size=301",
-            StatusCode::NOT_FOUND,
+            StatusCode::BAD_REQUEST,
             "tree_size",
         ),
         (
@@ -505,12 +505,12 @@ async fn bad_parameters_and_unknown_ids_are_problems_naming_the_parameter() {
         ),
         (
             "/v1/consistency?from=299&to=700",
-            StatusCode::NOT_FOUND,
+            StatusCode::BAD_REQUEST,
             "from",
         ),
         (
             "/v1/consistency?from=300&to=701",
-            StatusCode::NOT_FOUND,
+            StatusCode::BAD_REQUEST,
             "to",
         ),
         ("/v1/envelopes/abc", StatusCode::BAD_REQUEST, "digest"),
