@@ -1,5 +1,6 @@
 //! acectl: the ACE Ledger command line.
 
+mod audit;
 mod keyfile;
 mod publish;
 
@@ -76,6 +77,10 @@ enum Cmd {
     /// Sign (or take) an envelope, publish it, wait for the ledger's ack and print it.
     /// Exits 0 for accepted or duplicate, 3 for rejected, 4 when no ack came in time.
     Publish(publish::PublishArgs),
+    /// Recompute the whole ledger from its stored rows: every leaf, tile, block root, the
+    /// hash chain and every checkpoint. Exits 0 when everything matches, 1 at the first
+    /// entry, tile or block that does not (named), 2 when the audit cannot run.
+    Audit(audit::AuditArgs),
 }
 
 #[derive(Subcommand)]
@@ -337,6 +342,7 @@ async fn run(cli: Cli) -> Result<i32> {
             }
         }
         Cmd::Publish(a) => return publish::run(a).await,
+        Cmd::Audit(a) => return Ok(audit::run(a).await),
     }
     Ok(0)
 }
