@@ -741,7 +741,6 @@ impl Auditor<'_> {
     ) -> (Vec<EntryResult>, Vec<BlockCheck>) {
         let verifiers = self.verifiers.clone();
         let n = present as usize;
-        let lo = chunk.lo;
         let handle = tokio::task::spawn_blocking(move || {
             let lo = chunk.lo;
             let rows = &chunk.rows[..n];
@@ -761,21 +760,10 @@ impl Auditor<'_> {
         });
         match handle.await {
             Ok(r) => r,
-            // The pool task panicked: report every entry of the step as unchecked rather
-            // than passing them.
-            Err(e) => (
-                (0..n)
-                    .map(|p| {
-                        Err(mismatch(
-                            Location::Entry(lo + p as u64),
-                            "could not be checked",
-                            "a completed check",
-                            format!("the check panicked: {e}"),
-                        ))
-                    })
-                    .collect(),
-                Vec::new(),
-            ),
+            // A panic in a check is a bug in acectl, not a finding about the ledger: let it
+            // end the process loudly rather than report or pass anything.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => panic!("the entry check task was cancelled: {e}"),
         }
     }
 
@@ -1546,4 +1534,120 @@ async fn check_reader(
         "GET {uri}: checkpoint at tree size {} opens with the key and is block {height}'s",
         cp.tree_size
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaf() -> LeafRecord {
+        LeafRecord {
+            digest: format!("sha256:{}", "ab".repeat(32)),
+            envelope_sha256: "cd".repeat(32),
+            index: 7,
+            integrated_time: 1_767_225_600_123,
+            producer: "acme".into(),
+        }
+    }
+
+    #[test]
+    fn a_leaf_mismatch_names_the_field_and_both_sources() {
+        let rebuilt = leaf();
+        let cases: [(&str, LeafRecord); 4] = [
+            (
+                "digest",
+                LeafRecord {
+                    digest: format!("sha256:{}", "00".repeat(32)),
+                    ..leaf()
+                },
+            ),
+            (
+                "envelope_sha256",
+                LeafRecord {
+                    envelope_sha256: "00".repeat(32),
+                    ..leaf()
+                },
+            ),
+            (
+                "integrated_time",
+                LeafRecord {
+                    integrated_time: 1,
+                    ..leaf()
+                },
+            ),
+            (
+                "producer",
+                LeafRecord {
+                    producer: "other".into(),
+                    ..leaf()
+                },
+            ),
+        ];
+        for (field, stored) in cases {
+            let m = leaf_mismatch(7, &rebuilt, &rebuilt.to_bytes(), &stored.to_bytes());
+            assert_eq!(m.location, Location::Entry(7));
+            assert_eq!(
+                m.what,
+                format!("leaf field {field} does not match the entry")
+            );
+            assert!(m.found.contains("in the stored leaf"), "{m}");
+        }
+        let m = leaf_mismatch(7, &rebuilt, &rebuilt.to_bytes(), b"{\"not\":\"a leaf\"}");
+        assert!(
+            m.what
+                .starts_with("the stored leaf is not a canonical leaf record"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn checks_are_ordered_as_the_log_is_built() {
+        // Block of tree size 0 (genesis) before entry 0; entry 9 before the block ending at
+        // 10, whose stages come in order; that block before entry 10.
+        assert!(block_order(0, CHECKPOINT) < entry_order(0));
+        assert!(entry_order(9) < block_order(10, CHAIN));
+        let stages = [CHAIN, ENTRY_BLOCK, TILES, ROOT, HASH, CHECKPOINT];
+        assert!(stages
+            .windows(2)
+            .all(|w| block_order(10, w[0]) < block_order(10, w[1])));
+        assert!(block_order(10, CHECKPOINT) < entry_order(10));
+        let mut first = First::default();
+        let m = |i| mismatch(Location::Entry(i), "x", "", "");
+        first.offer(entry_order(5), m(5));
+        first.offer(entry_order(3), m(3));
+        first.offer(entry_order(4), m(4));
+        first.offer(entry_order(3), m(99));
+        assert_eq!(first.0.map(|(_, m)| m.location), Some(Location::Entry(3)));
+    }
+
+    #[test]
+    fn reader_urls_are_plain_http_with_a_host() {
+        assert_eq!(
+            reader_uri("http://127.0.0.1:8081/").unwrap().to_string(),
+            "http://127.0.0.1:8081/v1/checkpoint"
+        );
+        assert_eq!(
+            reader_uri("http://reader.internal/ledger")
+                .unwrap()
+                .to_string(),
+            "http://reader.internal/ledger/v1/checkpoint"
+        );
+        for bad in [
+            "https://reader.example",
+            "reader.example:8081",
+            "not a url",
+            "",
+        ] {
+            assert!(
+                matches!(
+                    reader_uri(bad),
+                    Err(AuditError::Setting {
+                        setting: "--reader",
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
+    }
 }

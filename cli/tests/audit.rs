@@ -258,7 +258,7 @@ async fn a_checkpoint_signature_is_named() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_subject_row_a_missing_entry_and_a_forged_tile_are_named() {
+async fn a_subject_row_a_block_height_a_missing_entry_and_a_forged_tile_are_named() {
     let db = ledger().await;
     tamper(
         &db,
@@ -269,6 +269,19 @@ async fn a_subject_row_a_missing_entry_and_a_forged_tile_are_named() {
         &db,
         "entry 42",
         "ledger_subjects rows are not the statement's subjects",
+    )
+    .await;
+
+    let db = ledger().await;
+    tamper(
+        &db,
+        "UPDATE ledger_entries SET block_height = block_height + 1 WHERE idx = 555",
+    )
+    .await;
+    assert_fails_at(
+        &db,
+        "entry 555",
+        "block_height is not the block whose range holds the index",
     )
     .await;
 
