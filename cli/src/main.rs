@@ -1,5 +1,6 @@
 //! acectl: the ACE Ledger command line.
 
+mod audit;
 mod http;
 mod keyfile;
 mod publish;
@@ -84,6 +85,10 @@ enum Cmd {
         #[command(subcommand)]
         cmd: verify::VerifyCmd,
     },
+    /// Recompute the whole ledger from its stored rows: every leaf, tile, block root, the
+    /// hash chain and every checkpoint. Exits 0 when everything matches, 1 at the first
+    /// entry, tile or block that does not (named), 2 when the audit cannot run.
+    Audit(audit::AuditArgs),
 }
 
 #[derive(Subcommand)]
@@ -346,6 +351,7 @@ async fn run(cli: Cli) -> Result<i32> {
         }
         Cmd::Publish(a) => return publish::run(a).await,
         Cmd::Verify { cmd } => return Ok(verify::run(cmd).await),
+        Cmd::Audit(a) => return Ok(audit::run(a).await),
     }
     Ok(0)
 }

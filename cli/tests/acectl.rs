@@ -301,6 +301,35 @@ async fn a_ledger_set_up_and_fed_with_acectl_alone() {
     let _ = stop.send(true);
     let _ = stop_reader.send(true);
     task.await.unwrap().unwrap();
+
+    // audit agrees with the writer on the ledger it made, and on the synthetic loader's
+    // continuation of it.
+    let audit = |dsn: &str| {
+        acectl(
+            &["audit", "--ledger-key", &vkey, "--database-url", dsn],
+            &[],
+        )
+    };
+    let reader_url = format!("postgres://ace_reader@127.0.0.1:5432/{}", db.0);
+    let out = ok(&audit(&reader_url));
+    assert!(out.starts_with("audit passed"), "{out}");
+    assert!(out.contains("entries:    1 "), "{out}");
+    assert!(out.contains("origin:     cli.test/ledger"), "{out}");
+    let mut admin = ace_core::db::connect(&url).await.unwrap();
+    let loaded = ace_testkit::synth::load(
+        &mut admin,
+        &signer,
+        &ace_testkit::synth::SynthOptions {
+            entries: 700,
+            block_size: 90,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!((loaded.first_index, loaded.tree_size), (1, 701));
+    let out = ok(&audit(&reader_url));
+    assert!(out.contains("entries:    701 "), "{out}");
     let js = async_nats::jetstream::new(async_nats::connect("127.0.0.1:4222").await.unwrap());
     for s in ["INTAKE", "ACKS", "DLQ", "CHECKPOINTS"] {
         let _ = js

@@ -56,6 +56,7 @@ async fn grow(db: &TestDb, signer: &NoteSigner, seed: u64, from: u64, sizes: &[u
             producers: 2,
             seed,
             entries_per_transaction: n,
+            ..Default::default()
         };
         ace_testkit::load(&mut admin, signer, &opts).await.unwrap();
         at = size;

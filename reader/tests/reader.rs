@@ -60,6 +60,7 @@ async fn grow(db: &TestDb, signer: &NoteSigner, from: u64, sizes: &[u64]) {
             producers: 3,
             seed: 7,
             entries_per_transaction: n,
+            ..Default::default()
         };
         ace_testkit::load(&mut admin, signer, &opts).await.unwrap();
         at = size;

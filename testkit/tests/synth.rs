@@ -289,6 +289,7 @@ async fn a_ledger_built_in_several_calls_passes_the_log_checks() {
             producers,
             seed,
             entries_per_transaction: per_tx,
+            ..Default::default()
         };
         let r = synth::load(&mut c, &s, &opts).await.unwrap();
         assert_eq!(r.wrote_genesis, i == 0);
@@ -316,6 +317,53 @@ async fn a_ledger_built_in_several_calls_passes_the_log_checks() {
     };
     assert_eq!(size as u64, total);
     assert_eq!(root.len(), 32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_connections_commit_in_order_and_foreign_key_checks_can_be_skipped() {
+    let db = TestDb::new().await;
+    let s = signer();
+    let mut clients = vec![db.admin().await, db.admin().await, db.admin().await];
+    let mut seen = Vec::new();
+    let opts = SynthOptions {
+        entries: 2000,
+        block_size: 60,
+        entries_per_transaction: 150,
+        skip_foreign_key_checks: true,
+        ..Default::default()
+    };
+    let r = synth::load_with_progress(&mut clients, &s, &opts, |p| seen.push(p.entries_done))
+        .await
+        .unwrap();
+    assert_eq!((r.entries, r.tree_size, r.blocks), (2000, 2000, 34));
+    // Transactions hold 3 blocks (180 entries) and commit in order.
+    let want: Vec<u64> = (1..=11).map(|k| k * 180).chain([2000]).collect();
+    assert_eq!(seen, want);
+    // Then continue on one connection with the checks on.
+    let mut c = db.admin().await;
+    synth::load(
+        &mut c,
+        &s,
+        &SynthOptions {
+            entries: 333,
+            block_size: 50,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(check_log(&c, &s).await.entries, 2333);
+    check_tiles(&c).await;
+    check_rows(&c).await;
+    // The sessions are back to normal: the triggers fire again.
+    for c in &clients {
+        let role: String = c
+            .query_one("SHOW session_replication_role", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(role, "origin");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

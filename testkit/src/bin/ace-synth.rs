@@ -38,6 +38,13 @@ struct Args {
     /// Entries per database transaction (rounded up to whole blocks).
     #[arg(long, default_value_t = 50_000)]
     entries_per_transaction: u64,
+    /// Connections writing consecutive transactions concurrently (committed in order).
+    #[arg(long, default_value_t = 2)]
+    connections: usize,
+    /// Skip the per-row foreign-key checks (session_replication_role = replica; needs a
+    /// superuser). The rows satisfy them by construction.
+    #[arg(long)]
+    skip_fk_checks: bool,
     /// Apply the migrations first (as `acectl db migrate` does).
     #[arg(long)]
     migrate: bool,
@@ -50,9 +57,15 @@ async fn main() -> Result<()> {
         .with_context(|| format!("reading the ledger key file {}", args.ledger_key.display()))?;
     let signer = NoteSigner::parse_key_file(&text)
         .with_context(|| format!("ledger key file {}", args.ledger_key.display()))?;
-    let mut client = ace_core::db::connect(&args.database_url).await?;
+    let mut clients = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        clients.push(ace_core::db::connect(&args.database_url).await?);
+    }
     if args.migrate {
-        let report = ace_core::db::migrate(&mut client).await?;
+        let Some(first) = clients.first_mut() else {
+            anyhow::bail!("--connections must be at least 1");
+        };
+        let report = ace_core::db::migrate(first).await?;
         for m in report.applied {
             eprintln!("applied {m}");
         }
@@ -63,9 +76,10 @@ async fn main() -> Result<()> {
         producers: args.producers,
         seed: args.seed,
         entries_per_transaction: args.entries_per_transaction,
+        skip_foreign_key_checks: args.skip_fk_checks,
     };
     let mut last_report = Instant::now();
-    let report = load_with_progress(&mut client, &signer, &opts, |p| {
+    let report = load_with_progress(&mut clients, &signer, &opts, |p| {
         if last_report.elapsed() >= Duration::from_secs(5) || p.entries_done == p.entries_total {
             last_report = Instant::now();
             let secs = p.elapsed.as_secs_f64().max(1e-9);

@@ -1,0 +1,455 @@
+//! `acectl audit` on the real Postgres: a synthetic ledger of a few thousand entries over
+//! many blocks (built in several calls) passes; then, as superuser with the append-only
+//! triggers disabled, one thing is changed per test, and the audit must exit 1 naming
+//! exactly that entry, tile or block first.
+
+use std::process::Output;
+
+use ace_core::checkpoint::NoteSigner;
+use ace_testkit::synth::{self, SynthOptions};
+use ace_testkit::TestDb;
+
+const ENTRIES: u64 = 3000;
+
+fn signer() -> NoteSigner {
+    NoteSigner::from_seed("audit.test/log", [11; 32]).unwrap()
+}
+
+/// 3000 entries: blocks of 100 (tiles filled across blocks), of 128 (tile-aligned every
+/// other block) and of 77, in three calls with different seeds.
+async fn ledger() -> TestDb {
+    let db = TestDb::new().await;
+    let mut c = db.admin().await;
+    let s = signer();
+    for (entries, block_size, seed) in [(1200, 100, 1), (1000, 128, 2), (800, 77, 3)] {
+        let opts = SynthOptions {
+            entries,
+            block_size,
+            producers: 4,
+            seed,
+            entries_per_transaction: 500,
+            ..Default::default()
+        };
+        synth::load(&mut c, &s, &opts).await.unwrap();
+    }
+    db
+}
+
+async fn audit_as(db: &TestDb, user: &str, extra: &[&str]) -> Output {
+    let url = db.url(user);
+    let vkey = signer().verifier_key();
+    let mut args = vec![
+        "audit",
+        "--database-url",
+        url.as_str(),
+        "--ledger-key",
+        vkey.as_str(),
+        "--progress-secs",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    acectl(&args).await
+}
+
+async fn acectl(args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_acectl"))
+        .args(args)
+        .env_remove("ACE_DATABASE_URL")
+        .output()
+        .await
+        .expect("running acectl")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn show(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        stdout(o),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Runs `sql` as superuser with the append-only triggers (and foreign keys) disabled.
+async fn tamper(db: &TestDb, sql: &str) {
+    let c = db.admin().await;
+    c.batch_execute(&format!(
+        "SET session_replication_role = replica; {sql}; RESET session_replication_role"
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("tampering with {sql}: {e}"));
+}
+
+/// The audit fails (exit 1) and its first line names `first`, then says `what`.
+async fn assert_fails_at(db: &TestDb, first: &str, what: &str) {
+    let o = audit_as(db, "postgres", &[]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let out = stdout(&o);
+    let line = out.lines().next().unwrap_or_default();
+    assert!(
+        line.starts_with(&format!("audit FAILED at {first}: ")),
+        "expected the first mismatch at {first}:\n{}",
+        show(&o)
+    );
+    assert!(line.contains(what), "expected {what:?}:\n{}", show(&o));
+    assert!(
+        out.contains("expected: ") && out.contains("found: "),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_ledger_passes_as_the_reader_role_and_in_any_chunking() {
+    let db = ledger().await;
+    let root: Vec<u8> = db
+        .admin()
+        .await
+        .query_one(
+            "SELECT root_hash FROM ledger_blocks ORDER BY height DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let blocks: i64 = db
+        .admin()
+        .await
+        .query_one("SELECT count(*) FROM ledger_blocks", &[])
+        .await
+        .unwrap()
+        .get(0);
+    for chunk in ["20000", "333", "1"] {
+        let o = audit_as(&db, "ace_reader", &["--chunk-entries", chunk]).await;
+        assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+        let out = stdout(&o);
+        assert!(out.starts_with("audit passed"), "{out}");
+        assert!(out.contains("origin:     audit.test/log"), "{out}");
+        assert!(out.contains(&format!("entries:    {ENTRIES} ")), "{out}");
+        assert!(out.contains(&format!("blocks:     {blocks} ")), "{out}");
+        assert!(out.contains(&format!("tree size:  {ENTRIES}\n")), "{out}");
+        assert!(
+            out.contains(&format!("root:       {}", hex::encode(&root))),
+            "{out}"
+        );
+    }
+    // Another trusted key beside the right one changes nothing.
+    let other = NoteSigner::from_seed("other.test/log", [12; 32]).unwrap();
+    let o = audit_as(&db, "ace_reader", &["--ledger-key", &other.verifier_key()]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_wrong_key_fails_at_genesis() {
+    let db = ledger().await;
+    let other = NoteSigner::from_seed("audit.test/log", [12; 32]).unwrap();
+    let o = acectl(&[
+        "audit",
+        "--database-url",
+        &db.url("ace_reader"),
+        "--ledger-key",
+        &other.verifier_key(),
+    ])
+    .await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        stdout(&o).starts_with("audit FAILED at block 0: checkpoint does not open"),
+        "{}",
+        show(&o)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byte_of_an_envelope_signature_is_named() {
+    let db = ledger().await;
+    // Signatures are outside the PAE: the digest holds, the envelope's own hash does not.
+    tamper(
+        &db,
+        "UPDATE ledger_entries SET envelope = set_byte(envelope, p, CASE WHEN get_byte(envelope, p) = 65 THEN 66 ELSE 65 END) \
+         FROM (SELECT position('\"sig\":\"'::bytea IN envelope) + 6 AS p FROM ledger_entries WHERE idx = 1234) AS s \
+         WHERE idx = 1234",
+    )
+    .await;
+    assert_fails_at(&db, "entry 1234", "leaf field envelope_sha256").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byte_of_an_envelope_payload_is_named() {
+    let db = ledger().await;
+    tamper(
+        &db,
+        "UPDATE ledger_entries SET envelope = set_byte(envelope, p, CASE WHEN get_byte(envelope, p) = 65 THEN 66 ELSE 65 END) \
+         FROM (SELECT position('\"payload\":\"'::bytea IN envelope) + 40 AS p FROM ledger_entries WHERE idx = 2999) AS s \
+         WHERE idx = 2999",
+    )
+    .await;
+    assert_fails_at(
+        &db,
+        "entry 2999",
+        "digest column is not the envelope digest",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_integrated_time_is_named() {
+    let db = ledger().await;
+    tamper(
+        &db,
+        "UPDATE ledger_entries SET integrated_time = integrated_time + 1 WHERE idx = 777",
+    )
+    .await;
+    assert_fails_at(&db, "entry 777", "leaf field integrated_time").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tile_hash_is_named_with_its_position() {
+    let db = ledger().await;
+    tamper(
+        &db,
+        "UPDATE ledger_tiles SET hashes = set_byte(hashes, 17 * 32 + 3, get_byte(hashes, 17 * 32 + 3) # 1) \
+         WHERE level = 0 AND idx = 5 AND width = 256",
+    )
+    .await;
+    assert_fails_at(
+        &db,
+        "tile tile/0/005, hash 17",
+        "hash 17 (level 0 node over entries from 1297) differs",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_root_is_named() {
+    let db = ledger().await;
+    tamper(
+        &db,
+        "UPDATE ledger_blocks SET root_hash = set_byte(root_hash, 0, get_byte(root_hash, 0) # 1) WHERE height = 12",
+    )
+    .await;
+    assert_fails_at(
+        &db,
+        "block 12",
+        "root_hash is not the root of the tree at size 1200",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_signature_is_named() {
+    let db = ledger().await;
+    // A character in the middle of the signature's base64 (the key hash stays intact).
+    tamper(
+        &db,
+        "UPDATE ledger_blocks SET checkpoint = overlay(checkpoint PLACING \
+           CASE WHEN substr(checkpoint, length(checkpoint) - 10, 1) = 'A' THEN 'B' ELSE 'A' END \
+           FROM length(checkpoint) - 10 FOR 1) \
+         WHERE height = 20",
+    )
+    .await;
+    assert_fails_at(
+        &db,
+        "block 20",
+        "checkpoint does not open with the trusted ledger key(s)",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subject_row_a_block_height_a_missing_entry_and_a_forged_tile_are_named() {
+    let db = ledger().await;
+    tamper(
+        &db,
+        "UPDATE ledger_subjects SET value = repeat('0', 64) WHERE idx = 42",
+    )
+    .await;
+    assert_fails_at(
+        &db,
+        "entry 42",
+        "ledger_subjects rows are not the statement's subjects",
+    )
+    .await;
+
+    let db = ledger().await;
+    tamper(
+        &db,
+        "UPDATE ledger_entries SET block_height = block_height + 1 WHERE idx = 555",
+    )
+    .await;
+    assert_fails_at(
+        &db,
+        "entry 555",
+        "block_height is not the block whose range holds the index",
+    )
+    .await;
+
+    let db = ledger().await;
+    tamper(
+        &db,
+        "DELETE FROM ledger_subjects WHERE idx = 1500; DELETE FROM ledger_entries WHERE idx = 1500",
+    )
+    .await;
+    assert_fails_at(&db, "entry 1500", "missing: indexes must be gapless from 0").await;
+
+    // A partial tile no block boundary made (blocks of 100 end at widths 32, 132 and 232 in
+    // tile 3): the insert needs no tampering, and a reader could serve it.
+    let db = ledger().await;
+    db.admin()
+        .await
+        .batch_execute(
+            "INSERT INTO ledger_tiles (level, idx, width, hashes) \
+             SELECT 0, 3, 100, substr(hashes, 1, 3200) FROM ledger_tiles WHERE level = 0 AND idx = 3 AND width = 256",
+        )
+        .await
+        .unwrap();
+    assert_fails_at(&db, "tile tile/0/003.p/100", "never produced").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_and_servers_that_stop_the_audit_exit_2_and_are_named() {
+    let o = acectl(&[
+        "audit",
+        "--database-url",
+        "postgres://ace_reader@127.0.0.1:1/ace",
+        "--ledger-key",
+        &signer().verifier_key(),
+    ])
+    .await;
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("127.0.0.1:1/ace"),
+        "{}",
+        show(&o)
+    );
+    let o = acectl(&[
+        "audit",
+        "--database-url",
+        "postgres://ace_reader@127.0.0.1:5432/ace",
+        "--ledger-key",
+        "not-a-key",
+    ])
+    .await;
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--ledger-key"),
+        "{}",
+        show(&o)
+    );
+    // No key at all: clap's usage error, also 2.
+    let o = acectl(&["audit", "--database-url", "postgres://x@127.0.0.1/ace"]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+}
+
+/// Serves `body` with `status` at `/v1/checkpoint` on a free local port; returns the base URL.
+async fn fake_reader(status: u16, body: String) -> String {
+    use axum::routing::get;
+    let app = axum::Router::new().route(
+        "/v1/checkpoint",
+        get(move || {
+            let body = body.clone();
+            async move {
+                (
+                    axum::http::StatusCode::from_u16(status).unwrap(),
+                    [("content-type", "text/plain; charset=utf-8")],
+                    body,
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readers_checkpoint_is_checked_against_the_stored_one() {
+    let db = ledger().await;
+    let c = db.admin().await;
+    let stored = |h: i64| {
+        let c = &c;
+        async move {
+            c.query_one(
+                "SELECT checkpoint FROM ledger_blocks WHERE height = $1",
+                &[&h],
+            )
+            .await
+            .unwrap()
+            .get::<_, String>(0)
+        }
+    };
+    let latest: i64 = c
+        .query_one("SELECT max(height) FROM ledger_blocks", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    // The latest and an older stored checkpoint both pass (a reader may lag).
+    for h in [latest, 7] {
+        let url = fake_reader(200, stored(h).await).await;
+        let o = audit_as(&db, "ace_reader", &["--reader", &format!("{url}/")]).await;
+        assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+        assert!(
+            stdout(&o).contains(&format!(
+                "reader:     GET {url}/v1/checkpoint: checkpoint at tree size"
+            )),
+            "{}",
+            show(&o)
+        );
+    }
+
+    // A checkpoint signed by the right key for a tree size that is no block's.
+    let s = signer();
+    let forged = ace_core::checkpoint::sign_checkpoint(
+        &ace_core::checkpoint::Checkpoint {
+            origin: s.name().into(),
+            tree_size: 1234,
+            root_hash: [7; 32],
+            extensions: vec![],
+        },
+        &[&s],
+    )
+    .unwrap();
+    let url = fake_reader(200, forged).await;
+    let o = audit_as(&db, "ace_reader", &["--reader", &url]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        stdout(&o).starts_with(&format!(
+            "audit FAILED at reader {url}/v1/checkpoint: the served checkpoint's tree size is no block's"
+        )),
+        "{}",
+        show(&o)
+    );
+
+    // A stored checkpoint with one character changed does not open.
+    let mut bad = stored(latest).await.into_bytes();
+    let p = bad.len() - 10;
+    bad[p] = if bad[p] == b'A' { b'B' } else { b'A' };
+    let url = fake_reader(200, String::from_utf8(bad).unwrap()).await;
+    let o = audit_as(&db, "ace_reader", &["--reader", &url]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(stdout(&o).contains("does not open"), "{}", show(&o));
+
+    // A reader that answers an error, or is not there, stops the audit: exit 2.
+    let url = fake_reader(503, "down".into()).await;
+    let o = audit_as(&db, "ace_reader", &["--reader", &url]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("HTTP 503"),
+        "{}",
+        show(&o)
+    );
+    let o = audit_as(&db, "ace_reader", &["--reader", "http://127.0.0.1:1"]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let o = audit_as(&db, "ace_reader", &["--reader", "https://reader.example"]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--reader"),
+        "{}",
+        show(&o)
+    );
+}
