@@ -49,7 +49,14 @@ impl Config {
         let ms = |var: &str, default: u64| -> Result<Duration, ConfigError> {
             env.parse(var, default).map(Duration::from_millis)
         };
-        let keys = env.list("ACE_LEDGER_VKEYS", &[])?;
+        // Commas or whitespace between keys, so a *_FILE may hold one key per line.
+        let keys: Vec<String> = env
+            .get("ACE_LEDGER_VKEYS")?
+            .unwrap_or_default()
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned)
+            .collect();
         if keys.is_empty() {
             return Err(ConfigError::Missing {
                 var: "ACE_LEDGER_VKEYS".into(),
@@ -169,6 +176,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("ACE_LEDGER_VKEYS") && e.contains("nope"), "{e}");
+        let two = format!(
+            "{VKEY}\n{}\n",
+            "EnochRoot+af0cfe78+ATtqJ7zOtqQtYqOo0CpvDXNlMhV3HeJDpjrASKGLWdop"
+        );
+        let c = env(&[("ACE_DATABASE_URL", "x"), ("ACE_LEDGER_VKEYS", &two)]).unwrap();
+        assert_eq!(c.ledger_keys.len(), 2);
         let e = env(&[("ACE_LEDGER_VKEYS", VKEY)]).unwrap_err().to_string();
         assert!(e.contains("ACE_DATABASE_URL"), "{e}");
         let e = env(&[

@@ -173,6 +173,16 @@ pub async fn prepare(cfg: &Config) -> Result<Shared, StartError> {
                     problem: e.to_string(),
                 }
             })?;
+            if !cfg.ledger_keys.iter().any(|k| k.name() == cp.origin) {
+                return Err(StartError::Checkpoint {
+                    height: head.height,
+                    tree_size: head.tree_size,
+                    problem: format!(
+                        "its origin {:?} is not the name of any configured key",
+                        cp.origin
+                    ),
+                });
+            }
             if cp.tree_size != head.tree_size || cp.root_hash != head.root_hash {
                 return Err(StartError::Checkpoint {
                     height: head.height,

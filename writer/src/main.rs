@@ -10,6 +10,8 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_env("ACE_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        // Colour only on a terminal: escape codes in a log file help nobody.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let config = ace_writer::Config::from_env().context("writer configuration")?;
     let (tx, rx) = tokio::sync::watch::channel(false);
