@@ -4,7 +4,11 @@
 use std::collections::HashMap;
 
 use deadpool_postgres::{Pool, Runtime};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{Client, GenericClient, NoTls};
+
+use crate::block::BlockHeader;
+use crate::merkle::Hash;
+use crate::tiles::{self, TileAppender, TileSet};
 
 use crate::ids::KeyId;
 use crate::keys::RegisteredKey;
@@ -367,6 +371,102 @@ pub async fn assert_privileges(
         }
     }
     Ok(role)
+}
+
+fn stored_hash(v: &[u8], what: &str) -> Result<Hash, DbError> {
+    v.try_into()
+        .map_err(|_| DbError::Corrupt(format!("{what} is {} bytes, not 32", v.len())))
+}
+
+fn stored_u64(v: i64, what: &str) -> Result<u64, DbError> {
+    u64::try_from(v).map_err(|_| DbError::Corrupt(format!("{what} is negative ({v})")))
+}
+
+/// The latest block header, if any block exists, checked against its stored block hash.
+pub async fn latest_block<C: GenericClient>(c: &C) -> Result<Option<BlockHeader>, DbError> {
+    let row = c
+        .query_opt(
+            "SELECT height, first_index, tree_size, root_hash, prev_block_hash, sealed_at, block_hash \
+             FROM ledger_blocks ORDER BY height DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .map_err(DbError::query("reading the latest block"))?;
+    let Some(r) = row else { return Ok(None) };
+    let height = stored_u64(r.get(0), "ledger_blocks.height")?;
+    let header = BlockHeader {
+        height,
+        first_index: stored_u64(r.get(1), "ledger_blocks.first_index")?,
+        tree_size: stored_u64(r.get(2), "ledger_blocks.tree_size")?,
+        root_hash: stored_hash(r.get(3), "ledger_blocks.root_hash")?,
+        prev_block_hash: stored_hash(r.get(4), "ledger_blocks.prev_block_hash")?,
+        sealed_at: r.get(5),
+    };
+    let stored = stored_hash(r.get(6), "ledger_blocks.block_hash")?;
+    if header.block_hash() != stored {
+        return Err(DbError::Corrupt(format!(
+            "block {height}: stored block_hash {} does not match its header ({})",
+            hex::encode(stored),
+            hex::encode(header.block_hash())
+        )));
+    }
+    Ok(Some(header))
+}
+
+/// The right edge of the tree at `tree_size`, from the stored partial tiles (for each, the
+/// narrowest row at least as wide as needed, truncated).
+pub async fn load_right_edge<C: GenericClient>(
+    c: &C,
+    tree_size: u64,
+) -> Result<TileAppender, DbError> {
+    let mut set = TileSet::new();
+    for id in tiles::partial_tile_ids(tree_size) {
+        let row = c
+            .query_opt(
+                "SELECT hashes FROM ledger_tiles WHERE level = $1 AND idx = $2 AND width >= $3 \
+                 ORDER BY width LIMIT 1",
+                &[&i16::from(id.level), &(id.index as i64), &(id.width as i16)],
+            )
+            .await
+            .map_err(DbError::query("reading a partial tile"))?;
+        let Some(r) = row else {
+            return Err(DbError::Corrupt(format!(
+                "tile {} is missing for tree size {tree_size}",
+                id.path()
+            )));
+        };
+        let bytes: Vec<u8> = r.get(0);
+        let hashes = tiles::tile_from_bytes(&bytes)
+            .map_err(|e| DbError::Corrupt(format!("tile {}: {e}", id.path())))?;
+        set.insert(id, hashes)
+            .map_err(|e| DbError::Corrupt(format!("tile {}: {e}", id.path())))?;
+    }
+    TileAppender::from_partial_tiles(tree_size, &set).map_err(|e| {
+        DbError::Corrupt(format!(
+            "rebuilding the tree's right edge at size {tree_size}: {e}"
+        ))
+    })
+}
+
+/// The latest block and the tree's right edge, checked against each other: what anything
+/// that appends to the log starts from.
+pub async fn load_log_head<C: GenericClient>(
+    c: &C,
+) -> Result<Option<(BlockHeader, TileAppender)>, DbError> {
+    let Some(last_block) = latest_block(c).await? else {
+        return Ok(None);
+    };
+    let tiles = load_right_edge(c, last_block.tree_size).await?;
+    if tiles.root() != last_block.root_hash {
+        return Err(DbError::Corrupt(format!(
+            "tiles at tree size {} give root {}, block {} says {}",
+            last_block.tree_size,
+            hex::encode(tiles.root()),
+            last_block.height,
+            hex::encode(last_block.root_hash)
+        )));
+    }
+    Ok(Some((last_block, tiles)))
 }
 
 /// Registered producers among `ids`, with their status.

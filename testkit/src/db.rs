@@ -52,6 +52,17 @@ impl TestDb {
         }
     }
 
+    /// A fresh database on the Postgres at `host:port` (a test's private server).
+    ///
+    /// # Panics
+    /// As [`TestDb::new`].
+    pub async fn on(host: &str, port: u16) -> TestDb {
+        match Self::create(host, port).await {
+            Ok(db) => db,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
     /// A fresh database on the Postgres at `host:port`.
     ///
     /// # Errors

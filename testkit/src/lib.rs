@@ -2,8 +2,10 @@
 //! per test ([`TestDb`]) and the synthetic ledger loader ([`synth`], also the `ace-synth`
 //! binary).
 
+pub mod check;
 pub mod db;
 pub mod synth;
 
+pub use check::{check_log, LogReport};
 pub use db::{unique, TestDb, TestDbError, PG_HOST, PG_PORT};
 pub use synth::{load, load_with_progress, Progress, SynthError, SynthOptions, SynthReport};

@@ -23,7 +23,7 @@ use ace_core::envelope::{envelope_sha256, Envelope, IN_TOTO_PAYLOAD_TYPE};
 use ace_core::ids::KeyId;
 use ace_core::leaf::LeafRecord;
 use ace_core::merkle::{leaf_hash, Hash};
-use ace_core::tiles::{self, TileAppender, TileError, TileId, TileSet};
+use ace_core::tiles::{TileAppender, TileError, TileId};
 use bytes::Bytes;
 use ed25519_dalek::SigningKey;
 use futures::SinkExt;
@@ -425,80 +425,12 @@ struct LogState {
     last_block: BlockHeader,
 }
 
-fn hash(v: &[u8], what: &str) -> Result<Hash, DbError> {
-    v.try_into()
-        .map_err(|_| DbError::Corrupt(format!("{what} is {} bytes, not 32", v.len())))
-}
-
-fn u64_of(v: i64, what: &str) -> Result<u64, DbError> {
-    u64::try_from(v).map_err(|_| DbError::Corrupt(format!("{what} is negative ({v})")))
-}
-
-/// The latest block and the tree's right edge, checked against each other (as the
-/// writer's `store::load_state` does).
+/// The latest block and the tree's right edge, checked against each other (as the writer
+/// starts from them).
 async fn load_state<C: GenericClient>(c: &C) -> Result<Option<LogState>, DbError> {
-    let row = c
-        .query_opt(
-            "SELECT height, first_index, tree_size, root_hash, prev_block_hash, sealed_at, block_hash \
-             FROM ledger_blocks ORDER BY height DESC LIMIT 1",
-            &[],
-        )
-        .await
-        .map_err(DbError::query("reading the latest block"))?;
-    let Some(r) = row else { return Ok(None) };
-    let height = u64_of(r.get(0), "ledger_blocks.height")?;
-    let last_block = BlockHeader {
-        height,
-        first_index: u64_of(r.get(1), "ledger_blocks.first_index")?,
-        tree_size: u64_of(r.get(2), "ledger_blocks.tree_size")?,
-        root_hash: hash(r.get(3), "ledger_blocks.root_hash")?,
-        prev_block_hash: hash(r.get(4), "ledger_blocks.prev_block_hash")?,
-        sealed_at: r.get(5),
-    };
-    let stored = hash(r.get(6), "ledger_blocks.block_hash")?;
-    if last_block.block_hash() != stored {
-        return Err(DbError::Corrupt(format!(
-            "block {height}: stored block_hash {} does not match its header ({})",
-            hex::encode(stored),
-            hex::encode(last_block.block_hash())
-        )));
-    }
-    let tree_size = last_block.tree_size;
-    let mut set = TileSet::new();
-    for id in tiles::partial_tile_ids(tree_size) {
-        let row = c
-            .query_opt(
-                "SELECT hashes FROM ledger_tiles WHERE level = $1 AND idx = $2 AND width >= $3 \
-                 ORDER BY width LIMIT 1",
-                &[&i16::from(id.level), &(id.index as i64), &(id.width as i16)],
-            )
-            .await
-            .map_err(DbError::query("reading a partial tile"))?;
-        let Some(r) = row else {
-            return Err(DbError::Corrupt(format!(
-                "tile {} is missing for tree size {tree_size}",
-                id.path()
-            )));
-        };
-        let bytes: Vec<u8> = r.get(0);
-        let hashes = tiles::tile_from_bytes(&bytes)
-            .map_err(|e| DbError::Corrupt(format!("tile {}: {e}", id.path())))?;
-        set.insert(id, hashes)
-            .map_err(|e| DbError::Corrupt(format!("tile {}: {e}", id.path())))?;
-    }
-    let tiles = TileAppender::from_partial_tiles(tree_size, &set).map_err(|e| {
-        DbError::Corrupt(format!(
-            "rebuilding the tree's right edge at size {tree_size}: {e}"
-        ))
-    })?;
-    if tiles.root() != last_block.root_hash {
-        return Err(DbError::Corrupt(format!(
-            "tiles at tree size {tree_size} give root {}, block {height} says {}",
-            hex::encode(tiles.root()),
-            hex::encode(last_block.root_hash)
-        )));
-    }
-    Ok(Some(LogState { tiles, last_block }))
+    Ok(ace_core::db::load_log_head(c)
+        .await?
+        .map(|(last_block, tiles)| LogState { tiles, last_block }))
 }
 
 fn now_ms() -> i64 {

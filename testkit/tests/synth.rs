@@ -1,126 +1,20 @@
 //! The synthetic loader on the real Postgres: ledgers built in several calls pass the
-//! writer tests' log checks (writer/tests/it/support.rs `check_log`), and their tiles,
+//! shared log checks (`ace_testkit::check_log`), and their tiles,
 //! subjects and row shapes are the writer's.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
-use ace_core::block::BlockHeader;
-use ace_core::checkpoint::{open_checkpoint, NoteSigner};
-use ace_core::envelope::{envelope_sha256, Envelope, IN_TOTO_PAYLOAD_TYPE};
+use ace_core::checkpoint::NoteSigner;
+use ace_core::envelope::{Envelope, IN_TOTO_PAYLOAD_TYPE};
 use ace_core::keys::{verify_envelope, RegisteredKey};
-use ace_core::leaf::LeafRecord;
-use ace_core::merkle::{leaf_hash, tree_root, Hash, MemoryTree};
+use ace_core::merkle::{leaf_hash, tree_root, Hash};
 use ace_core::statement::Statement;
 use ace_core::tiles::{tile_from_bytes, TileAppender, TileId, TileSet};
 use ace_testkit::synth::{self, SynthError, SynthOptions};
-use ace_testkit::TestDb;
+use ace_testkit::{check_log, TestDb};
 
 fn signer() -> NoteSigner {
     NoteSigner::from_seed("synth.test/log", [3; 32]).unwrap()
-}
-
-/// What the checker found.
-#[derive(Debug)]
-struct LogReport {
-    entries: u64,
-    blocks: u64,
-}
-
-/// writer/tests/it/support.rs `check_log`: gapless indexes; each leaf recomputed from its
-/// envelope; every block's root recomputed from the stored leaves; the block hash chain;
-/// every checkpoint's signature and contents.
-async fn check_log(c: &tokio_postgres::Client, signer: &NoteSigner) -> LogReport {
-    let rows = c
-        .query(
-            "SELECT idx, digest, producer, envelope, leaf, integrated_time, block_height FROM ledger_entries ORDER BY idx",
-            &[],
-        )
-        .await
-        .unwrap();
-    let mut tree = MemoryTree::new();
-    let mut digests = HashMap::new();
-    let mut leaf_blocks = Vec::new();
-    for (i, r) in rows.iter().enumerate() {
-        let idx: i64 = r.get(0);
-        assert_eq!(idx as usize, i, "index gap at {i}");
-        let digest: String = r.get(1);
-        let envelope: Vec<u8> = r.get(3);
-        let leaf: Vec<u8> = r.get(4);
-        let env = Envelope::parse(&envelope).expect("stored envelope parses");
-        assert_eq!(env.digest().as_str(), digest, "entry {idx}: digest");
-        let expected = LeafRecord {
-            digest: digest.clone(),
-            envelope_sha256: envelope_sha256(&envelope),
-            index: idx as u64,
-            integrated_time: r.get(5),
-            producer: r.get(2),
-        };
-        assert_eq!(expected.to_bytes(), leaf, "entry {idx}: leaf record");
-        tree.push(leaf_hash(&leaf));
-        assert!(
-            digests.insert(digest, idx as u64).is_none(),
-            "entry {idx}: digest appears twice"
-        );
-        leaf_blocks.push(r.get::<_, i64>(6));
-    }
-    let blocks = c
-        .query(
-            "SELECT height, first_index, tree_size, root_hash, block_hash, prev_block_hash, sealed_at, checkpoint FROM ledger_blocks ORDER BY height",
-            &[],
-        )
-        .await
-        .unwrap();
-    let verifier = signer.verifier();
-    let mut prev: Option<BlockHeader> = None;
-    for (h, b) in blocks.iter().enumerate() {
-        let height: i64 = b.get(0);
-        assert_eq!(height as usize, h, "block height gap at {h}");
-        let header = BlockHeader {
-            height: height as u64,
-            first_index: b.get::<_, i64>(1) as u64,
-            tree_size: b.get::<_, i64>(2) as u64,
-            root_hash: b.get::<_, Vec<u8>>(3).try_into().unwrap(),
-            prev_block_hash: b.get::<_, Vec<u8>>(5).try_into().unwrap(),
-            sealed_at: b.get(6),
-        };
-        let block_hash: Vec<u8> = b.get(4);
-        assert_eq!(
-            header.block_hash().to_vec(),
-            block_hash,
-            "block {h}: block hash"
-        );
-        match &prev {
-            None => header.check_genesis().expect("block 0 is genesis"),
-            Some(p) => {
-                header.check_follows(p).expect("chain");
-                assert!(header.tree_size > p.tree_size, "block {h}: grows the log");
-            }
-        }
-        assert_eq!(
-            tree.root_at(header.tree_size).unwrap(),
-            header.root_hash,
-            "block {h}: root recomputed from stored leaves"
-        );
-        let cp = open_checkpoint(&b.get::<_, String>(7), std::slice::from_ref(&verifier))
-            .unwrap_or_else(|e| panic!("block {h}: checkpoint does not verify: {e}"));
-        assert_eq!(cp.tree_size, header.tree_size, "block {h}: checkpoint size");
-        assert_eq!(cp.root_hash, header.root_hash, "block {h}: checkpoint root");
-        assert_eq!(cp.origin, signer.name());
-        for i in header.first_index..header.tree_size {
-            assert_eq!(leaf_blocks[i as usize], height, "entry {i}: block");
-        }
-        prev = Some(header);
-    }
-    let last = prev.expect("at least genesis");
-    assert_eq!(
-        last.tree_size,
-        tree.size(),
-        "latest block covers every entry"
-    );
-    LogReport {
-        entries: tree.size(),
-        blocks: blocks.len() as u64,
-    }
 }
 
 /// The stored tiles are exactly those a `TileAppender` fed block by block returns, and they

@@ -4,101 +4,23 @@
 
 use std::collections::HashMap;
 
-use ace_core::block::BlockHeader;
 use ace_core::db::DbError;
-use ace_core::merkle::Hash;
-use ace_core::tiles::{self, TileAppender, TileSet};
+use ace_core::tiles;
 use tokio_postgres::{Client, GenericClient, Transaction};
 
 use crate::batch::{ExistingEntry, LogState, Plan, SealedBlock};
-
-fn hash(v: &[u8], what: &str) -> Result<Hash, DbError> {
-    v.try_into()
-        .map_err(|_| DbError::Corrupt(format!("{what} is {} bytes, not 32", v.len())))
-}
 
 fn u64_of(v: i64, what: &str) -> Result<u64, DbError> {
     u64::try_from(v).map_err(|_| DbError::Corrupt(format!("{what} is negative ({v})")))
 }
 
-/// The latest block header, if any block exists.
-pub async fn latest_block<C: GenericClient>(c: &C) -> Result<Option<BlockHeader>, DbError> {
-    let row = c
-        .query_opt(
-            "SELECT height, first_index, tree_size, root_hash, prev_block_hash, sealed_at, block_hash \
-             FROM ledger_blocks ORDER BY height DESC LIMIT 1",
-            &[],
-        )
-        .await
-        .map_err(DbError::query("reading the latest block"))?;
-    let Some(r) = row else { return Ok(None) };
-    let height = u64_of(r.get(0), "ledger_blocks.height")?;
-    let header = BlockHeader {
-        height,
-        first_index: u64_of(r.get(1), "ledger_blocks.first_index")?,
-        tree_size: u64_of(r.get(2), "ledger_blocks.tree_size")?,
-        root_hash: hash(r.get(3), "ledger_blocks.root_hash")?,
-        prev_block_hash: hash(r.get(4), "ledger_blocks.prev_block_hash")?,
-        sealed_at: r.get(5),
-    };
-    let stored = hash(r.get(6), "ledger_blocks.block_hash")?;
-    if header.block_hash() != stored {
-        return Err(DbError::Corrupt(format!(
-            "block {height}: stored block_hash {} does not match its header ({})",
-            hex::encode(stored),
-            hex::encode(header.block_hash())
-        )));
-    }
-    Ok(Some(header))
-}
-
-/// Read the right edge of the tree at `tree_size` from the stored tiles.
-pub async fn load_tiles<C: GenericClient>(c: &C, tree_size: u64) -> Result<TileAppender, DbError> {
-    let mut set = TileSet::new();
-    for id in tiles::partial_tile_ids(tree_size) {
-        let row = c
-            .query_opt(
-                "SELECT width, hashes FROM ledger_tiles WHERE level = $1 AND idx = $2 AND width >= $3 \
-                 ORDER BY width LIMIT 1",
-                &[&i16::from(id.level), &(id.index as i64), &(id.width as i16)],
-            )
-            .await
-            .map_err(DbError::query("reading a partial tile"))?;
-        let Some(r) = row else {
-            return Err(DbError::Corrupt(format!(
-                "tile {} is missing for tree size {tree_size}",
-                id.path()
-            )));
-        };
-        let bytes: Vec<u8> = r.get(1);
-        let hashes = tiles::tile_from_bytes(&bytes)
-            .map_err(|e| DbError::Corrupt(format!("tile {}: {e}", id.path())))?;
-        set.insert(id, hashes)
-            .map_err(|e| DbError::Corrupt(format!("tile {}: {e}", id.path())))?;
-    }
-    TileAppender::from_partial_tiles(tree_size, &set).map_err(|e| {
-        DbError::Corrupt(format!(
-            "rebuilding the tree's right edge at size {tree_size}: {e}"
-        ))
-    })
-}
+pub use ace_core::db::latest_block;
 
 /// Load the state, checking that the tiles reproduce the latest block's root.
 pub async fn load_state<C: GenericClient>(c: &C) -> Result<Option<LogState>, DbError> {
-    let Some(last_block) = latest_block(c).await? else {
-        return Ok(None);
-    };
-    let tiles = load_tiles(c, last_block.tree_size).await?;
-    if tiles.root() != last_block.root_hash {
-        return Err(DbError::Corrupt(format!(
-            "tiles at tree size {} give root {}, block {} says {}",
-            last_block.tree_size,
-            hex::encode(tiles.root()),
-            last_block.height,
-            hex::encode(last_block.root_hash)
-        )));
-    }
-    Ok(Some(LogState { tiles, last_block }))
+    Ok(ace_core::db::load_log_head(c)
+        .await?
+        .map(|(last_block, tiles)| LogState { tiles, last_block }))
 }
 
 async fn insert_block<C: GenericClient>(c: &C, b: &SealedBlock) -> Result<(), DbError> {

@@ -9,11 +9,9 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use ace_core::ack::Ack;
-use ace_core::checkpoint::{open_checkpoint, NoteSigner};
-use ace_core::envelope::{envelope_sha256, Envelope, IN_TOTO_PAYLOAD_TYPE};
+use ace_core::checkpoint::NoteSigner;
+use ace_core::envelope::{Envelope, IN_TOTO_PAYLOAD_TYPE};
 use ace_core::ids::KeyId;
-use ace_core::leaf::LeafRecord;
-use ace_core::merkle::{leaf_hash, MemoryTree};
 use ace_core::nats::{InitOptions, Names};
 use ace_writer::Config;
 use async_nats::jetstream;
@@ -23,78 +21,9 @@ use rand::Rng;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-pub const PG_HOST: &str = "127.0.0.1";
-pub const PG_PORT: u16 = 5432;
 pub const NATS_URL: &str = "nats://127.0.0.1:4222";
 
-pub fn unique(prefix: &str) -> String {
-    let n: u64 = rand::thread_rng().gen();
-    format!("{prefix}{:012x}", n & 0xffff_ffff_ffff)
-}
-
-/// A fresh database on a Postgres server, migrated, dropped when the test ends.
-pub struct TestDb {
-    pub name: String,
-    pub host: String,
-    pub port: u16,
-}
-
-impl TestDb {
-    pub async fn new() -> TestDb {
-        Self::on(PG_HOST, PG_PORT).await
-    }
-
-    pub async fn on(host: &str, port: u16) -> TestDb {
-        let name = unique("ace_t_");
-        let admin = format!("postgres://postgres@{host}:{port}/postgres");
-        let c = ace_core::db::connect(&admin)
-            .await
-            .unwrap_or_else(|e| panic!("the test Postgres at {host}:{port} is needed: {e}"));
-        c.batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        let db = TestDb {
-            name,
-            host: host.into(),
-            port,
-        };
-        let mut c = ace_core::db::connect(&db.url("postgres")).await.unwrap();
-        ace_core::db::migrate(&mut c).await.unwrap();
-        db
-    }
-
-    pub fn url(&self, user: &str) -> String {
-        format!(
-            "postgres://{user}@{}:{}/{}",
-            self.host, self.port, self.name
-        )
-    }
-
-    pub async fn admin(&self) -> tokio_postgres::Client {
-        ace_core::db::connect(&self.url("postgres")).await.unwrap()
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let admin = format!("postgres://postgres@{}:{}/postgres", self.host, self.port);
-        let name = self.name.clone();
-        // Drop runs inside or outside a runtime; a thread with its own runtime works in both.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(async {
-                let c = ace_core::db::connect(&admin).await.ok()?;
-                c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await
-                    .ok()
-            })
-        })
-        .join();
-    }
-}
+pub use ace_testkit::{check_log, unique, TestDb};
 
 /// Streams and consumer under a unique prefix on a NATS server, deleted at the end.
 pub struct TestNats {
@@ -469,116 +398,6 @@ pub async fn wait_for_entries(c: &tokio_postgres::Client, n: i64, timeout: Durat
             "log has {have} of {n} entries after {timeout:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// What the checker found.
-#[derive(Debug)]
-pub struct LogReport {
-    pub entries: u64,
-    pub blocks: u64,
-    pub digests: HashMap<String, u64>,
-}
-
-/// Verify the whole stored log: gapless indexes; each leaf recomputed from its envelope;
-/// every block's root recomputed from the stored leaves; the block hash chain; every
-/// checkpoint's signature and contents.
-pub async fn check_log(c: &tokio_postgres::Client, signer: &NoteSigner) -> LogReport {
-    let rows = c
-        .query(
-            "SELECT idx, digest, producer, envelope, leaf, integrated_time, block_height FROM ledger_entries ORDER BY idx",
-            &[],
-        )
-        .await
-        .unwrap();
-    let mut tree = MemoryTree::new();
-    let mut digests = HashMap::new();
-    let mut leaf_blocks = Vec::new();
-    for (i, r) in rows.iter().enumerate() {
-        let idx: i64 = r.get(0);
-        assert_eq!(idx as usize, i, "index gap at {i}");
-        let digest: String = r.get(1);
-        let envelope: Vec<u8> = r.get(3);
-        let leaf: Vec<u8> = r.get(4);
-        let env = Envelope::parse(&envelope).expect("stored envelope parses");
-        assert_eq!(env.digest().as_str(), digest, "entry {idx}: digest");
-        let expected = LeafRecord {
-            digest: digest.clone(),
-            envelope_sha256: envelope_sha256(&envelope),
-            index: idx as u64,
-            integrated_time: r.get(5),
-            producer: r.get(2),
-        };
-        assert_eq!(expected.to_bytes(), leaf, "entry {idx}: leaf record");
-        tree.push(leaf_hash(&leaf));
-        assert!(
-            digests.insert(digest, idx as u64).is_none(),
-            "entry {idx}: digest appears twice"
-        );
-        leaf_blocks.push(r.get::<_, i64>(6));
-    }
-    let blocks = c
-        .query(
-            "SELECT height, first_index, tree_size, root_hash, block_hash, prev_block_hash, sealed_at, checkpoint FROM ledger_blocks ORDER BY height",
-            &[],
-        )
-        .await
-        .unwrap();
-    let verifier = signer.verifier();
-    let mut prev: Option<ace_core::block::BlockHeader> = None;
-    for (h, b) in blocks.iter().enumerate() {
-        let height: i64 = b.get(0);
-        assert_eq!(height as usize, h, "block height gap at {h}");
-        let header = ace_core::block::BlockHeader {
-            height: height as u64,
-            first_index: b.get::<_, i64>(1) as u64,
-            tree_size: b.get::<_, i64>(2) as u64,
-            root_hash: b.get::<_, Vec<u8>>(3).try_into().unwrap(),
-            prev_block_hash: b.get::<_, Vec<u8>>(5).try_into().unwrap(),
-            sealed_at: b.get(6),
-        };
-        let block_hash: Vec<u8> = b.get(4);
-        assert_eq!(
-            header.block_hash().to_vec(),
-            block_hash,
-            "block {h}: block hash"
-        );
-        match &prev {
-            None => {
-                assert_eq!(header.tree_size, 0, "genesis has tree size 0");
-                assert_eq!(header.prev_block_hash, [0u8; 32]);
-            }
-            Some(p) => {
-                assert_eq!(header.prev_block_hash, p.block_hash(), "block {h}: chain");
-                assert_eq!(header.first_index, p.tree_size, "block {h}: first index");
-                assert!(header.tree_size > p.tree_size, "block {h}: grows the log");
-            }
-        }
-        assert_eq!(
-            tree.root_at(header.tree_size).unwrap(),
-            header.root_hash,
-            "block {h}: root recomputed from stored leaves"
-        );
-        let cp = open_checkpoint(&b.get::<_, String>(7), std::slice::from_ref(&verifier))
-            .unwrap_or_else(|e| panic!("block {h}: checkpoint does not verify: {e}"));
-        assert_eq!(cp.tree_size, header.tree_size, "block {h}: checkpoint size");
-        assert_eq!(cp.root_hash, header.root_hash, "block {h}: checkpoint root");
-        assert_eq!(cp.origin, signer.name());
-        for i in header.first_index..header.tree_size {
-            assert_eq!(leaf_blocks[i as usize], height, "entry {i}: block");
-        }
-        prev = Some(header);
-    }
-    let last = prev.expect("at least genesis");
-    assert_eq!(
-        last.tree_size,
-        tree.size(),
-        "latest block covers every entry"
-    );
-    LogReport {
-        entries: tree.size(),
-        blocks: blocks.len() as u64,
-        digests,
     }
 }
 
