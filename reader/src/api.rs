@@ -463,6 +463,11 @@ fn octets(body: Vec<u8>) -> Response {
     r
 }
 
+/// A route asked with a method other than GET or HEAD.
+pub async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::MethodNotAllowed(req.method().to_string())
+}
+
 /// Any route not in the API.
 pub async fn not_found(req: Request) -> ApiError {
     ApiError::not_found(

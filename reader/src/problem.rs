@@ -35,6 +35,9 @@ pub enum ApiError {
         parameter: &'static str,
         detail: String,
     },
+    /// Only GET (and HEAD) are served.
+    #[error("{0} is not served here: the reader answers GET and HEAD only")]
+    MethodNotAllowed(String),
     /// The ledger has no block yet, so there is no checkpoint to serve or prove against.
     #[error("the ledger has no checkpoint yet: the writer has not sealed the genesis block")]
     NoCheckpoint,
@@ -75,6 +78,7 @@ impl ApiError {
         match self {
             ApiError::BadParameter { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound { .. } | ApiError::NoCheckpoint => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) | ApiError::Overloaded(_) | ApiError::Timeout(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -93,6 +97,11 @@ impl ApiError {
                 "urn:ace-ledger:problem:not-found",
                 "Not in the log",
                 Some(*parameter),
+            ),
+            ApiError::MethodNotAllowed(_) => (
+                "urn:ace-ledger:problem:method-not-allowed",
+                "Method not allowed",
+                None,
             ),
             ApiError::NoCheckpoint => (
                 "urn:ace-ledger:problem:no-checkpoint",
@@ -168,6 +177,10 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if matches!(self, ApiError::MethodNotAllowed(_)) {
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET,HEAD"));
+        }
         if matches!(self, ApiError::Overloaded(_) | ApiError::Unavailable(_)) {
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

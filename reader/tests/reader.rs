@@ -574,6 +574,16 @@ async fn bad_parameters_and_unknown_ids_are_problems_naming_the_parameter() {
             .starts_with("urn:ace-ledger:problem:"));
         assert!(!p["detail"].as_str().unwrap().is_empty());
     }
+    // Writes are refused as problems too.
+    let r = f
+        .app
+        .clone()
+        .oneshot(Request::post("/v1/keys").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers()["allow"], "GET,HEAD");
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
     // Oversized values are refused before any query.
     let long = format!("/v1/entries?predicate_type={}", "a".repeat(600));
     let a = get(&f.app, &long).await;
