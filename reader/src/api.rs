@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use ace_core::ids::{EnvelopeDigest, ProducerId};
 use ace_core::tiles::{parse_entries_path, tile_to_bytes, TileId, TILE_WIDTH};
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -35,6 +35,13 @@ pub struct AppState {
 pub type Shared = Arc<AppState>;
 
 type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
+type PathParam = Result<Path<String>, PathRejection>;
+
+/// A path segment, or a problem naming it (e.g. percent-encoding that is not UTF-8).
+fn segment(p: PathParam, name: &'static str) -> Result<String, ApiError> {
+    p.map(|Path(v)| v)
+        .map_err(|e| ApiError::bad(name, e.body_text()))
+}
 
 /// The query parameters, refusing bad encoding, unknown names and oversized values.
 fn params(q: Params, allowed: &[&'static str]) -> Result<HashMap<String, String>, ApiError> {
@@ -154,11 +161,11 @@ pub async fn keys(State(s): State<Shared>, q: Params) -> Result<Json<Keys>, ApiE
     ))]
 pub async fn entry(
     State(s): State<Shared>,
-    Path(index): Path<String>,
+    index: PathParam,
     q: Params,
 ) -> Result<Json<crate::model::Entry>, ApiError> {
     params(q, &[])?;
-    let index = parse_u64("index", &index)?;
+    let index = parse_u64("index", &segment(index, "index")?)?;
     let c = s.prover.pool.get().await?;
     store::entry_at(&c, index)
         .await?
@@ -179,11 +186,11 @@ pub async fn entry(
     ))]
 pub async fn proof(
     State(s): State<Shared>,
-    Path(index): Path<String>,
+    index: PathParam,
     q: Params,
 ) -> Result<Json<InclusionProof>, ApiError> {
     let map = params(q, &["tree_size"])?;
-    let index = parse_u64("index", &index)?;
+    let index = parse_u64("index", &segment(index, "index")?)?;
     let tree_size = opt_u64(&map, "tree_size")?;
     Ok(Json(s.prover.inclusion(index, tree_size).await?))
 }
@@ -220,12 +227,12 @@ pub async fn consistency(
     ))]
 pub async fn envelope(
     State(s): State<Shared>,
-    Path(digest): Path<String>,
+    digest: PathParam,
     q: Params,
 ) -> Result<Response, ApiError> {
     params(q, &[])?;
-    let digest =
-        EnvelopeDigest::parse(&digest).map_err(|e| ApiError::bad("digest", e.to_string()))?;
+    let digest = EnvelopeDigest::parse(&segment(digest, "digest")?)
+        .map_err(|e| ApiError::bad("digest", e.to_string()))?;
     let c = s.prover.pool.get().await?;
     let st = store::envelope_status(&c, digest.as_str()).await?;
     let code = if st.status == "unknown" {
@@ -337,11 +344,11 @@ pub async fn search(State(s): State<Shared>, q: Params) -> Result<Json<EntryPage
     ))]
 pub async fn block(
     State(s): State<Shared>,
-    Path(height): Path<String>,
+    height: PathParam,
     q: Params,
 ) -> Result<Json<crate::model::Block>, ApiError> {
     params(q, &[])?;
-    let height = parse_u64("height", &height)?;
+    let height = parse_u64("height", &segment(height, "height")?)?;
     let c = s.prover.pool.get().await?;
     store::block_at(&c, height)
         .await?
@@ -389,10 +396,11 @@ pub async fn tlog_checkpoint(State(s): State<Shared>, q: Params) -> Result<Respo
     ))]
 pub async fn tile(
     State(s): State<Shared>,
-    Path(rest): Path<String>,
+    rest: PathParam,
     q: Params,
 ) -> Result<Response, ApiError> {
     params(q, &[])?;
+    let rest = segment(rest, "path")?;
     if rest.len() > MAX_PARAM_BYTES {
         return Err(ApiError::bad("path", "is too long to be a tile path"));
     }

@@ -515,6 +515,8 @@ async fn bad_parameters_and_unknown_ids_are_problems_naming_the_parameter() {
             "to",
         ),
         ("/v1/envelopes/abc", StatusCode::BAD_REQUEST, "digest"),
+        ("/v1/envelopes/%FF", StatusCode::BAD_REQUEST, "digest"),
+        ("/v1/blocks/%C3%28", StatusCode::BAD_REQUEST, "height"),
         (
             "/v1/envelopes/sha256:ABCD",
             StatusCode::BAD_REQUEST,
