@@ -58,10 +58,13 @@ pub struct AuditArgs {
     /// generate` prints it). Repeat for every key the ledger has signed checkpoints with.
     #[arg(long = "ledger-key", required = true, value_name = "VKEY")]
     ledger_keys: Vec<String>,
-    /// Also check that the reader at this base URL (http://) serves a checkpoint that opens
-    /// with the key and is the stored checkpoint of its tree size.
+    /// Also check that the reader at this base URL (http:// or https://) serves a checkpoint
+    /// that opens with the key and is the stored checkpoint of its tree size.
     #[arg(long, value_name = "URL")]
     reader: Option<String>,
+    /// PEM CA certificate(s) to trust for an https reader, instead of the public roots.
+    #[arg(long, env = "ACE_READER_CA_FILE", value_name = "FILE")]
+    reader_ca_file: Option<std::path::PathBuf>,
     /// Entries fetched and checked per step.
     #[arg(long, default_value_t = 20_000, value_name = "N")]
     chunk_entries: u64,
@@ -255,9 +258,11 @@ pub async fn audit(args: &AuditArgs) -> Result<Result<Summary, Box<Mismatch>>, A
     if args.chunk_entries == 0 {
         return Err(setting("--chunk-entries", "must be at least 1"));
     }
-    if let Some(url) = &args.reader {
-        reader_client(url)?;
-    }
+    let reader = args
+        .reader
+        .as_deref()
+        .map(|url| reader_client(url, args.reader_ca_file.as_deref()))
+        .transpose()?;
     let started = Instant::now();
     let target = describe_url(&args.database_url);
     let db = |source: DbError| AuditError::Db {
@@ -369,8 +374,8 @@ pub async fn audit(args: &AuditArgs) -> Result<Result<Summary, Box<Mismatch>>, A
     // The snapshot is released before the reader check, which compares with the ledger as
     // it is now (the reader may be ahead of the snapshot).
     let _ = main.batch_execute("COMMIT").await;
-    if let Some(url) = &args.reader {
-        match check_reader(url, &main, &auditor.verifiers).await {
+    if let Some(reader) = &reader {
+        match check_reader(reader, &main, &auditor.verifiers).await {
             Ok(Ok(line)) => summary.reader = Some(line),
             Ok(Err(m)) => return Ok(Err(m)),
             Err(e) => return Err(e.or_db(&target)),
@@ -1406,18 +1411,20 @@ impl ReaderError {
     }
 }
 
-fn reader_client(base: &str) -> Result<crate::http::Reader, AuditError> {
-    crate::http::Reader::new(base).map_err(|e| setting("--reader", e.to_string()))
+fn reader_client(
+    base: &str,
+    ca_file: Option<&std::path::Path>,
+) -> Result<crate::http::Reader, AuditError> {
+    crate::http::Reader::with_ca(base, ca_file).map_err(|e| setting("--reader", e.to_string()))
 }
 
 /// The reader's latest checkpoint opens with the key and is the stored checkpoint of the
 /// block with its tree size.
 async fn check_reader(
-    base: &str,
+    reader: &crate::http::Reader,
     main: &Client,
     verifiers: &[NoteVerifier],
 ) -> Result<Result<String, Box<Mismatch>>, ReaderError> {
-    let reader = reader_client(base).map_err(ReaderError::CannotRun)?;
     let url = reader.url("/v1/checkpoint");
     let body = reader.get_ok("/v1/checkpoint").await.map_err(|e| {
         ReaderError::CannotRun(AuditError::Reader {
@@ -1566,17 +1573,18 @@ mod tests {
     }
 
     #[test]
-    fn reader_urls_are_plain_http_with_a_host() {
-        assert!(reader_client("http://127.0.0.1:8081/").is_ok());
+    fn reader_urls_are_http_or_https_with_a_host() {
+        assert!(reader_client("http://127.0.0.1:8081/", None).is_ok());
+        assert!(reader_client("https://reader.example", None).is_ok());
         for bad in [
-            "https://reader.example",
+            "ftp://reader.example",
             "reader.example:8081",
             "not a url",
             "",
         ] {
             assert!(
                 matches!(
-                    reader_client(bad),
+                    reader_client(bad, None),
                     Err(AuditError::Setting {
                         setting: "--reader",
                         ..

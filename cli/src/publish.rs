@@ -36,6 +36,9 @@ pub struct PublishArgs {
     /// window, ask the reader what became of the original (its index, or its rejection).
     #[arg(long, env = "ACE_READER_URL")]
     pub reader: Option<String>,
+    /// PEM CA certificate(s) to trust for an https reader, instead of the public roots.
+    #[arg(long, env = "ACE_READER_CA_FILE")]
+    pub reader_ca_file: Option<PathBuf>,
     #[command(flatten)]
     pub nats: NatsArgs,
 }
@@ -95,7 +98,9 @@ pub async fn run(a: PublishArgs) -> Result<i32> {
             "detail": "deduplicated by JetStream within its duplicate window; the original message with this stream_seq carries the ledger's ack",
         });
         if let (Some(url), Some(d)) = (&a.reader, &digest) {
-            let original = original_outcome(url, d, Duration::from_secs(a.timeout_secs)).await?;
+            let reader = crate::http::Reader::with_ca(url, a.reader_ca_file.as_deref())?;
+            let original =
+                original_outcome(&reader, d, Duration::from_secs(a.timeout_secs)).await?;
             if let Some(index) = original.get("index") {
                 out["index"] = index.clone();
             }
@@ -136,8 +141,11 @@ pub async fn run(a: PublishArgs) -> Result<i32> {
 
 /// What the reader says of `digest`, waiting (up to `timeout`) while it is still unknown:
 /// the original message may not have been sequenced yet.
-async fn original_outcome(url: &str, digest: &str, timeout: Duration) -> Result<serde_json::Value> {
-    let reader = crate::http::Reader::new(url)?;
+async fn original_outcome(
+    reader: &crate::http::Reader,
+    digest: &str,
+    timeout: Duration,
+) -> Result<serde_json::Value> {
     let path = format!("/v1/envelopes/{digest}");
     let deadline = tokio::time::Instant::now() + timeout;
     loop {

@@ -33,9 +33,12 @@ pub enum VerifyCmd {
 
 #[derive(Args)]
 pub struct ReaderArgs {
-    /// Base URL of a reader, e.g. http://127.0.0.1:8081.
+    /// Base URL of a reader, e.g. http://127.0.0.1:8081 or https://ledger.example.
     #[arg(long, env = "ACE_READER_URL")]
     reader: String,
+    /// PEM CA certificate(s) to trust for an https reader, instead of the public roots.
+    #[arg(long, env = "ACE_READER_CA_FILE")]
+    reader_ca_file: Option<PathBuf>,
     /// The ledger's note verifier key (`name+hash+base64`, as `acectl ledger-key generate`
     /// prints it); repeat for a rotated key.
     #[arg(long = "ledger-key", required = true)]
@@ -120,7 +123,7 @@ pub async fn run(cmd: VerifyCmd) -> i32 {
 
 async fn entry(a: EntryArgs) -> Result<String, VerifyError> {
     let verifiers = verifiers(&a.reader.ledger_keys)?;
-    let reader = Reader::new(&a.reader.reader)?;
+    let reader = Reader::with_ca(&a.reader.reader, a.reader.reader_ca_file.as_deref())?;
     let index = a.index;
     let entry = reader.get_json(&format!("/v1/entries/{index}")).await?;
     let proof_path = match a.tree_size {
@@ -377,7 +380,7 @@ fn registry(keys: &Value) -> Result<HashMap<String, RegisteredKey>, String> {
 
 async fn consistency(a: ConsistencyArgs) -> Result<String, VerifyError> {
     let verifiers = verifiers(&a.reader.ledger_keys)?;
-    let reader = Reader::new(&a.reader.reader)?;
+    let reader = Reader::with_ca(&a.reader.reader, a.reader.reader_ca_file.as_deref())?;
     let new_note = String::from_utf8(reader.get_ok("/v1/checkpoint").await?).map_err(|_| {
         VerifyError::Http(HttpError::Failed {
             url: reader.url("/v1/checkpoint"),

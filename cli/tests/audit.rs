@@ -466,7 +466,7 @@ async fn the_readers_checkpoint_is_checked_against_the_stored_one() {
     );
     let o = audit_as(&db, "ace_reader", &["--reader", "http://127.0.0.1:1"]).await;
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
-    let o = audit_as(&db, "ace_reader", &["--reader", "https://reader.example"]).await;
+    let o = audit_as(&db, "ace_reader", &["--reader", "ftp://reader.example"]).await;
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("--reader"),

@@ -383,3 +383,88 @@ async fn verify_consistency_follows_the_log_and_refuses_forks_loudly() {
     assert!(foreign.err.contains("does not verify"), "{}", foreign.err);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A TLS front for a plain reader, with a self-signed certificate for `localhost`: what an
+/// operator's reverse proxy does. Returns the https base URL and the CA file.
+async fn tls_front(plain: &str, dir: &Path) -> (String, std::path::PathBuf) {
+    use tokio_rustls::rustls;
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let ca = dir.join("reader-ca.pem");
+    std::fs::write(&ca, cert.pem()).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key_pair.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let upstream = plain.trim_start_matches("http://").to_string();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut back) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut back).await;
+            });
+        }
+    });
+    (format!("https://localhost:{port}"), ca)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_speaks_https_and_checks_the_certificate() {
+    let db = TestDb::new().await;
+    let signer = NoteSigner::generate(ORIGIN).unwrap();
+    grow(&db, &signer, 4, 0, &[20]).await;
+    let r = reader(&db, &signer).await;
+    let dir = std::env::temp_dir().join(format!("acectl-tls-{}", ace_testkit::unique("")));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (url, ca) = tls_front(&r.url, &dir).await;
+    let key = signer.verifier().to_vkey();
+    let ca = ca.to_str().unwrap().to_string();
+    let ok = acectl(&[
+        "verify",
+        "entry",
+        "--reader",
+        &url,
+        "--reader-ca-file",
+        &ca,
+        "--ledger-key",
+        &key,
+        "--index",
+        "7",
+    ])
+    .await;
+    passed(&ok, "entry 7 over https");
+    // The same reader without its CA: the certificate is refused, the check cannot run.
+    let refused = acectl(&[
+        "verify",
+        "entry",
+        "--reader",
+        &url,
+        "--ledger-key",
+        &key,
+        "--index",
+        "7",
+    ])
+    .await;
+    assert_eq!(refused.code, 2, "{}{}", refused.out, refused.err);
+    assert!(
+        refused.err.contains("TLS with localhost") && refused.err.contains("certificate"),
+        "{}",
+        refused.err
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
