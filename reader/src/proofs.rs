@@ -68,6 +68,9 @@ impl TileCache {
 pub struct Heads {
     max_age: Duration,
     latest: Mutex<Option<(Instant, Arc<BlockHead>)>>,
+    /// One refresh at a time: when the head goes stale under load, one request reads it
+    /// and the others wait for that answer instead of all asking Postgres.
+    refresh: tokio::sync::Mutex<()>,
     by_size: Cache<u64, Arc<BlockHead>>,
 }
 
@@ -76,21 +79,34 @@ impl Heads {
         Heads {
             max_age,
             latest: Mutex::new(None),
+            refresh: tokio::sync::Mutex::new(()),
             by_size: Cache::new(16_384),
         }
     }
 
     /// The latest block, or [`ApiError::NoCheckpoint`] before genesis.
     pub async fn latest(&self, pool: &Pool) -> Result<Arc<BlockHead>, ApiError> {
-        if !self.max_age.is_zero() {
-            if let Ok(slot) = self.latest.lock() {
-                if let Some((at, head)) = slot.as_ref() {
-                    if at.elapsed() < self.max_age {
-                        return Ok(Arc::clone(head));
-                    }
-                }
-            }
+        if self.max_age.is_zero() {
+            return self.read_latest(pool).await;
         }
+        if let Some(head) = self.fresh() {
+            return Ok(head);
+        }
+        let _one = self.refresh.lock().await;
+        // Another request may have refreshed it while this one waited.
+        if let Some(head) = self.fresh() {
+            return Ok(head);
+        }
+        self.read_latest(pool).await
+    }
+
+    fn fresh(&self) -> Option<Arc<BlockHead>> {
+        let slot = self.latest.lock().ok()?;
+        let (at, head) = slot.as_ref()?;
+        (at.elapsed() < self.max_age).then(|| Arc::clone(head))
+    }
+
+    async fn read_latest(&self, pool: &Pool) -> Result<Arc<BlockHead>, ApiError> {
         let c = pool.get().await?;
         let head = store::latest_head(&c)
             .await?
