@@ -84,39 +84,36 @@ if [ ! -s "$SECRETS/demo.key" ]; then
 fi
 unset ACE_DATABASE_URL
 
-echo "== writer"
-if [ -s "$STACK/writer.pid" ] && kill -0 "$(cat $STACK/writer.pid)" 2>/dev/null; then
-  echo "writer already running (pid $(cat $STACK/writer.pid))"
-else
-  ACE_DATABASE_URL_FILE=$SECRETS/ace_writer.url \
-  ACE_LEDGER_KEY_FILE=$SECRETS/ledger.key \
-  ACE_PREFIX=$PREFIX \
-    nohup target/release/ace-writer >> "$STACK/writer.log" 2>&1 &
-  echo $! > "$STACK/writer.pid"
+# start NAME PORT VAR=VALUE...: run target/release/ace-NAME with those settings unless it
+# is already running, and wait until its /readyz answers (or say why it did not).
+start() {
+  local name=$1 port=$2; shift 2
+  local pidfile="$STACK/$name.pid" log="$STACK/$name.log"
+  if [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    echo "$name already running (pid $(cat "$pidfile"))"
+    return
+  fi
+  env "$@" nohup "target/release/ace-$name" >> "$log" 2>&1 &
+  echo $! > "$pidfile"
   for _ in $(seq 1 50); do
-    curl -fsS http://127.0.0.1:9101/readyz >/dev/null 2>&1 && break
-    kill -0 "$(cat $STACK/writer.pid)" 2>/dev/null || { echo "writer exited:"; tail -20 "$STACK/writer.log"; exit 1; }
+    curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+    kill -0 "$(cat "$pidfile")" 2>/dev/null || { echo "$name exited:"; tail -20 "$log"; exit 1; }
     sleep 0.2
   done
-  echo "writer running (pid $(cat $STACK/writer.pid)); health and metrics on http://127.0.0.1:9101"
-fi
+  curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null || { echo "$name not ready after 10 s:"; tail -20 "$log"; exit 1; }
+  echo "$name running (pid $(cat "$pidfile")) on http://127.0.0.1:$port (logs: $log)"
+}
 
-echo "== reader"
-if [ -s "$STACK/reader.pid" ] && kill -0 "$(cat $STACK/reader.pid)" 2>/dev/null; then
-  echo "reader already running (pid $(cat $STACK/reader.pid))"
-else
-  ACE_DATABASE_URL_FILE=$SECRETS/ace_reader.url \
-  ACE_LEDGER_VKEYS_FILE=$STACK/ledger.vkey \
-    nohup target/release/ace-reader >> "$STACK/reader.log" 2>&1 &
-  echo $! > "$STACK/reader.pid"
-  for _ in $(seq 1 50); do
-    curl -fsS http://127.0.0.1:8081/readyz >/dev/null 2>&1 && break
-    kill -0 "$(cat $STACK/reader.pid)" 2>/dev/null || { echo "reader exited:"; tail -20 "$STACK/reader.log"; exit 1; }
-    sleep 0.2
-  done
-  curl -fsS http://127.0.0.1:8081/readyz >/dev/null || { echo "reader not ready after 10 s:"; tail -20 "$STACK/reader.log"; exit 1; }
-  echo "reader running (pid $(cat $STACK/reader.pid)) on http://127.0.0.1:8081 (API docs: /docs)"
-fi
+echo "== writer (health and metrics on :9101)"
+start writer 9101 \
+  ACE_DATABASE_URL_FILE="$SECRETS/ace_writer.url" \
+  ACE_LEDGER_KEY_FILE="$SECRETS/ledger.key" \
+  ACE_PREFIX="$PREFIX"
+
+echo "== reader (API docs on :8081/docs)"
+start reader 8081 \
+  ACE_DATABASE_URL_FILE="$SECRETS/ace_reader.url" \
+  ACE_LEDGER_VKEYS_FILE="$STACK/ledger.vkey"
 
 echo "== publish a sample statement"
 ACE_PREFIX=$PREFIX $ACECTL publish --producer demo --key "$SECRETS/demo.key" --statement examples/statement.json

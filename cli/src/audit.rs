@@ -1343,47 +1343,20 @@ fn leaf_mismatch(
             )
         }
     };
-    let fields: [(&str, String, String, &str); 5] = [
-        (
-            "digest",
-            rebuilt.digest.clone(),
-            stored_leaf.digest.clone(),
-            "SHA-256 of the stored envelope's PAE",
-        ),
-        (
-            "envelope_sha256",
-            rebuilt.envelope_sha256.clone(),
-            stored_leaf.envelope_sha256.clone(),
-            "SHA-256 of the stored envelope bytes",
-        ),
-        (
-            "index",
-            rebuilt.index.to_string(),
-            stored_leaf.index.to_string(),
-            "ledger_entries.idx",
-        ),
-        (
-            "integrated_time",
-            rebuilt.integrated_time.to_string(),
-            stored_leaf.integrated_time.to_string(),
-            "ledger_entries.integrated_time",
-        ),
-        (
-            "producer",
-            rebuilt.producer.clone(),
-            stored_leaf.producer.clone(),
-            "ledger_entries.producer",
-        ),
-    ];
-    for (field, expected, found, source) in fields {
-        if expected != found {
-            return mismatch(
-                loc,
-                format!("leaf field {field} does not match the entry"),
-                format!("{expected} ({source})"),
-                format!("{found} (in the stored leaf, which the tree commits to)"),
-            );
-        }
+    if let Some((field, expected, found)) = rebuilt.differences(&stored_leaf).into_iter().next() {
+        let source = match field {
+            "digest" => "SHA-256 of the stored envelope's PAE",
+            "envelope_sha256" => "SHA-256 of the stored envelope bytes",
+            "index" => "ledger_entries.idx",
+            "integrated_time" => "ledger_entries.integrated_time",
+            _ => "ledger_entries.producer",
+        };
+        return mismatch(
+            loc,
+            format!("leaf field {field} does not match the entry"),
+            format!("{expected} ({source})"),
+            format!("{found} (in the stored leaf, which the tree commits to)"),
+        );
     }
     mismatch(
         loc,

@@ -239,12 +239,12 @@ pub fn check_entry(
             ),
         ));
     }
-    if string(proof, "root_hash")? != hex::encode(cp.root_hash) {
+    let served_root = string(proof, "root_hash")?;
+    if served_root != hex::encode(cp.root_hash) {
         return Err(fail(
             "checkpoint",
             format!(
-                "the proof's root_hash {} is not the signed root {}",
-                string(proof, "root_hash")?,
+                "the proof's root_hash {served_root} is not the signed root {}",
                 hex::encode(cp.root_hash)
             ),
         ));
@@ -252,12 +252,12 @@ pub fn check_entry(
 
     // 5. The inclusion proof, from the recomputed leaf to the signed root.
     let lh = leaf_hash(&leaf_bytes);
-    if string(proof, "leaf_hash")? != hex::encode(lh) {
+    let served_leaf_hash = string(proof, "leaf_hash")?;
+    if served_leaf_hash != hex::encode(lh) {
         return Err(fail(
             "leaf hash",
             format!(
-                "the proof is for leaf hash {}, the recomputed leaf hashes to {}",
-                string(proof, "leaf_hash")?,
+                "the proof is for leaf hash {served_leaf_hash}, the recomputed leaf hashes to {}",
                 hex::encode(lh)
             ),
         ));
@@ -281,34 +281,13 @@ pub fn check_entry(
 }
 
 fn differing_fields(want: &LeafRecord, got: &LeafRecord) -> String {
-    let mut d = Vec::new();
-    if want.digest != got.digest {
-        d.push(format!(
-            "digest: recomputed {}, served {}",
-            want.digest, got.digest
-        ));
-    }
-    if want.envelope_sha256 != got.envelope_sha256 {
-        d.push(format!(
-            "envelope_sha256: the envelope bytes hash to {}, the leaf says {}",
-            want.envelope_sha256, got.envelope_sha256
-        ));
-    }
-    if want.index != got.index {
-        d.push(format!("index: {} vs {}", want.index, got.index));
-    }
-    if want.integrated_time != got.integrated_time {
-        d.push(format!(
-            "integrated_time: the entry says {}, the leaf {}",
-            want.integrated_time, got.integrated_time
-        ));
-    }
-    if want.producer != got.producer {
-        d.push(format!(
-            "producer: the entry says {}, the leaf {}",
-            want.producer, got.producer
-        ));
-    }
+    let d: Vec<String> = want
+        .differences(got)
+        .into_iter()
+        .map(|(field, rebuilt, served)| {
+            format!("{field}: rebuilt from the entry {rebuilt}, in the served leaf {served}")
+        })
+        .collect();
     if d.is_empty() {
         "the served leaf is not the canonical form of its fields".into()
     } else {

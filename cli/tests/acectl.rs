@@ -214,18 +214,13 @@ async fn a_ledger_set_up_and_fed_with_acectl_alone() {
     // A reader on the writer's ledger: it tells a JetStream-level duplicate its index, and
     // the entry the writer made verifies from what the reader serves.
     let reader = ace_reader::Config {
-        database_url: ace_core::config::Secret::new(format!(
-            "postgres://ace_reader@127.0.0.1:5432/{}",
-            db.0
-        )),
-        ledger_keys: vec![verifier.clone()],
-        listen: "127.0.0.1:0".parse().unwrap(),
         pool_size: 2,
-        statement_timeout: Duration::from_secs(5),
-        request_timeout: Duration::from_secs(10),
-        max_concurrent: 16,
         tile_cache_bytes: 1 << 20,
         head_max_age: Duration::ZERO,
+        ..ace_reader::Config::with_defaults(
+            ace_core::config::Secret::new(format!("postgres://ace_reader@127.0.0.1:5432/{}", db.0)),
+            vec![verifier.clone()],
+        )
     };
     let reader = ace_reader::prepare(&reader).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -404,15 +404,13 @@ async fn the_readers_checkpoint_is_checked_against_the_stored_one() {
 
     // The real reader on this database passes too.
     let cfg = ace_reader::Config {
-        database_url: ace_core::config::Secret::new(db.url("ace_reader")),
-        ledger_keys: vec![signer().verifier()],
-        listen: "127.0.0.1:0".parse().unwrap(),
         pool_size: 2,
-        statement_timeout: std::time::Duration::from_secs(5),
-        request_timeout: std::time::Duration::from_secs(10),
-        max_concurrent: 16,
         tile_cache_bytes: 0,
         head_max_age: std::time::Duration::ZERO,
+        ..ace_reader::Config::with_defaults(
+            ace_core::config::Secret::new(db.url("ace_reader")),
+            vec![signer().verifier()],
+        )
     };
     let state = ace_reader::prepare(&cfg).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -27,15 +27,13 @@ impl Drop for Reader {
 /// A reader on a free port, caching nothing, so that tampering shows at once.
 async fn reader(db: &TestDb, signer: &NoteSigner) -> Reader {
     let cfg = Config {
-        database_url: ace_core::config::Secret::new(db.url("ace_reader")),
-        ledger_keys: vec![signer.verifier()],
-        listen: "127.0.0.1:0".parse().unwrap(),
         pool_size: 2,
-        statement_timeout: Duration::from_secs(5),
-        request_timeout: Duration::from_secs(10),
-        max_concurrent: 16,
         tile_cache_bytes: 0,
         head_max_age: Duration::ZERO,
+        ..Config::with_defaults(
+            ace_core::config::Secret::new(db.url("ace_reader")),
+            vec![signer.verifier()],
+        )
     };
     let state = ace_reader::prepare(&cfg).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -373,12 +373,14 @@ pub async fn assert_privileges(
     Ok(role)
 }
 
-fn stored_hash(v: &[u8], what: &str) -> Result<Hash, DbError> {
+/// A 32-byte hash column, or [`DbError::Corrupt`] naming `what`.
+pub fn stored_hash(v: &[u8], what: &str) -> Result<Hash, DbError> {
     v.try_into()
         .map_err(|_| DbError::Corrupt(format!("{what} is {} bytes, not 32", v.len())))
 }
 
-fn stored_u64(v: i64, what: &str) -> Result<u64, DbError> {
+/// A non-negative bigint column, or [`DbError::Corrupt`] naming `what`.
+pub fn stored_u64(v: i64, what: &str) -> Result<u64, DbError> {
     u64::try_from(v).map_err(|_| DbError::Corrupt(format!("{what} is negative ({v})")))
 }
 

@@ -129,6 +129,28 @@ impl LeafRecord {
     pub fn leaf_hash(&self) -> Hash {
         leaf_hash(&self.to_bytes())
     }
+
+    /// The fields in which `self` and `other` differ, in the record's order, each as
+    /// (name, `self`'s value, `other`'s value): what a verifier names when a rebuilt leaf
+    /// is not the stored one.
+    pub fn differences(&self, other: &LeafRecord) -> Vec<(&'static str, String, String)> {
+        let pairs = [
+            ("digest", self.digest.clone(), other.digest.clone()),
+            (
+                "envelope_sha256",
+                self.envelope_sha256.clone(),
+                other.envelope_sha256.clone(),
+            ),
+            ("index", self.index.to_string(), other.index.to_string()),
+            (
+                "integrated_time",
+                self.integrated_time.to_string(),
+                other.integrated_time.to_string(),
+            ),
+            ("producer", self.producer.clone(), other.producer.clone()),
+        ];
+        pairs.into_iter().filter(|(_, a, b)| a != b).collect()
+    }
 }
 
 fn field_error(field: &'static str, reason: impl Into<String>) -> LeafError {
@@ -140,6 +162,28 @@ fn field_error(field: &'static str, reason: impl Into<String>) -> LeafError {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn differences_name_each_differing_field_in_order() {
+        let a = super::LeafRecord {
+            digest: "sha256:aa".into(),
+            envelope_sha256: "bb".into(),
+            index: 1,
+            integrated_time: 2,
+            producer: "p".into(),
+        };
+        assert!(a.differences(&a).is_empty());
+        let mut b = a.clone();
+        b.integrated_time = 3;
+        b.envelope_sha256 = "cc".into();
+        assert_eq!(
+            a.differences(&b),
+            vec![
+                ("envelope_sha256", "bb".to_string(), "cc".to_string()),
+                ("integrated_time", "2".to_string(), "3".to_string()),
+            ]
+        );
+    }
+
     use super::*;
     use crate::canonical::to_canonical_json;
     use proptest::prelude::*;

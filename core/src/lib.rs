@@ -2,7 +2,8 @@
 //!
 //! The pure modules (`envelope`, `statement`, `canonical`, `leaf`, `merkle`, `tiles`,
 //! `checkpoint`, `block`, `rejection`, `keys`) do no I/O. Postgres and NATS live only in
-//! `db` and `nats`, which no pure module imports.
+//! `db` and `nats`, which no pure module imports; `service` is the binaries' shared start
+//! (logging, stop signals).
 
 pub mod ack;
 pub mod block;
@@ -19,5 +20,6 @@ pub mod merkle;
 pub mod nats;
 pub mod policy;
 pub mod rejection;
+pub mod service;
 pub mod statement;
 pub mod tiles;

@@ -53,16 +53,14 @@ fn main() -> anyhow::Result<()> {
         ace_core::db::describe_url(&url)
     );
     for cache_mb in caches {
+        // The binary's defaults, but for the cache size measured and room for every client.
         let cfg = Config {
-            database_url: ace_core::config::Secret::new(url.clone()),
-            ledger_keys: vec![signer.verifier()],
-            listen: "127.0.0.1:0".parse()?,
-            pool_size: 16,
-            statement_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(10),
             max_concurrent: 4096,
             tile_cache_bytes: cache_mb << 20,
-            head_max_age: Duration::from_millis(100),
+            ..Config::with_defaults(
+                ace_core::config::Secret::new(url.clone()),
+                vec![signer.verifier()],
+            )
         };
         // The reader on its own runtime, as its binary runs it (all cores).
         let server_rt = tokio::runtime::Builder::new_multi_thread()

@@ -45,9 +45,26 @@ impl Config {
         Self::from(&Env::process())
     }
 
+    /// Every setting at its default (the one place defaults live), for the given database
+    /// and keys.
+    pub fn with_defaults(database_url: Secret, ledger_keys: Vec<NoteVerifier>) -> Config {
+        Config {
+            database_url,
+            ledger_keys,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            pool_size: 16,
+            statement_timeout: Duration::from_millis(5000),
+            request_timeout: Duration::from_millis(10_000),
+            max_concurrent: 512,
+            tile_cache_bytes: 512 << 20,
+            head_max_age: Duration::from_millis(100),
+        }
+    }
+
     pub fn from(env: &Env) -> Result<Config, ConfigError> {
-        let ms = |var: &str, default: u64| -> Result<Duration, ConfigError> {
-            env.parse(var, default).map(Duration::from_millis)
+        let ms = |var: &str, default: Duration| -> Result<Duration, ConfigError> {
+            env.parse(var, default.as_millis() as u64)
+                .map(Duration::from_millis)
         };
         // Commas or whitespace between keys, so a *_FILE may hold one key per line.
         let keys: Vec<String> = env
@@ -75,23 +92,23 @@ impl Config {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let cache_mb: u64 = env.parse("ACE_READER_TILE_CACHE_MB", 512)?;
-        let cfg = Config {
-            database_url: Secret::new(env.required(
+        let d = Config::with_defaults(
+            Secret::new(env.required(
                 "ACE_DATABASE_URL",
                 "the reader's DSN, e.g. postgres://ace_reader@127.0.0.1/ace",
             )?),
             ledger_keys,
-            listen: env.parse(
-                "ACE_READER_LISTEN",
-                SocketAddr::from(([127, 0, 0, 1], 8081)),
-            )?,
-            pool_size: env.parse("ACE_READER_POOL_SIZE", 16)?,
-            statement_timeout: ms("ACE_READER_STATEMENT_TIMEOUT_MS", 5000)?,
-            request_timeout: ms("ACE_READER_REQUEST_TIMEOUT_MS", 10_000)?,
-            max_concurrent: env.parse("ACE_READER_MAX_CONCURRENT", 512)?,
+        );
+        let cache_mb: u64 = env.parse("ACE_READER_TILE_CACHE_MB", d.tile_cache_bytes >> 20)?;
+        let cfg = Config {
+            listen: env.parse("ACE_READER_LISTEN", d.listen)?,
+            pool_size: env.parse("ACE_READER_POOL_SIZE", d.pool_size)?,
+            statement_timeout: ms("ACE_READER_STATEMENT_TIMEOUT_MS", d.statement_timeout)?,
+            request_timeout: ms("ACE_READER_REQUEST_TIMEOUT_MS", d.request_timeout)?,
+            max_concurrent: env.parse("ACE_READER_MAX_CONCURRENT", d.max_concurrent)?,
             tile_cache_bytes: cache_mb.saturating_mul(1 << 20),
-            head_max_age: ms("ACE_READER_HEAD_MAX_AGE_MS", 100)?,
+            head_max_age: ms("ACE_READER_HEAD_MAX_AGE_MS", d.head_max_age)?,
+            ..d
         };
         cfg.validate()?;
         Ok(cfg)

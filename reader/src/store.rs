@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ace_core::db::DbError;
+use ace_core::db::{stored_hash, stored_u64, DbError};
 use ace_core::merkle::Hash;
 use ace_core::tiles::TileId;
 use base64::Engine;
@@ -25,15 +25,6 @@ pub struct BlockHead {
     pub checkpoint: Arc<str>,
 }
 
-fn u64_of(v: i64, what: &str) -> Result<u64, DbError> {
-    u64::try_from(v).map_err(|_| DbError::Corrupt(format!("{what} is negative ({v})")))
-}
-
-fn hash_of(v: &[u8], what: &str) -> Result<Hash, DbError> {
-    v.try_into()
-        .map_err(|_| DbError::Corrupt(format!("{what} is {} bytes, not 32", v.len())))
-}
-
 async fn query(
     c: &Client,
     what: &'static str,
@@ -47,11 +38,11 @@ async fn query(
 const BLOCK_HEAD: &str = "SELECT height, tree_size, root_hash, checkpoint FROM ledger_blocks";
 
 fn block_head(r: &Row) -> Result<BlockHead, DbError> {
-    let height = u64_of(r.get(0), "ledger_blocks.height")?;
+    let height = stored_u64(r.get(0), "ledger_blocks.height")?;
     Ok(BlockHead {
         height,
-        tree_size: u64_of(r.get(1), "ledger_blocks.tree_size")?,
-        root_hash: hash_of(r.get(2), &format!("block {height}: root_hash"))?,
+        tree_size: stored_u64(r.get(1), "ledger_blocks.tree_size")?,
+        root_hash: stored_hash(r.get(2), &format!("block {height}: root_hash"))?,
         checkpoint: Arc::from(r.get::<_, String>(3)),
     })
 }
@@ -118,7 +109,7 @@ pub async fn leaves(c: &Client, first: u64, count: u16) -> Result<Vec<(u64, Vec<
     )
     .await?;
     rows.iter()
-        .map(|r| Ok((u64_of(r.get(0), "ledger_entries.idx")?, r.get(1))))
+        .map(|r| Ok((stored_u64(r.get(0), "ledger_entries.idx")?, r.get(1))))
         .collect()
 }
 
@@ -126,14 +117,14 @@ const ENTRY_COLUMNS: &str =
     "e.idx, e.digest, e.producer, e.integrated_time, e.block_height, e.leaf, e.warnings";
 
 fn entry(r: &Row) -> Result<Entry, DbError> {
-    let index = u64_of(r.get(0), "ledger_entries.idx")?;
+    let index = stored_u64(r.get(0), "ledger_entries.idx")?;
     let leaf: Vec<u8> = r.get(5);
     Ok(Entry {
         index,
         digest: r.get(1),
         producer: r.get(2),
         integrated_time: r.get(3),
-        block: u64_of(r.get(4), "ledger_entries.block_height")?,
+        block: stored_u64(r.get(4), "ledger_entries.block_height")?,
         leaf: String::from_utf8(leaf)
             .map_err(|_| DbError::Corrupt(format!("entry {index}: the leaf is not UTF-8")))?,
         envelope: None,
@@ -258,7 +249,7 @@ pub async fn envelope_status(c: &Client, digest: &str) -> Result<EnvelopeStatus,
         return Ok(EnvelopeStatus {
             digest: digest.to_owned(),
             status: "accepted",
-            index: Some(u64_of(r.get(0), "ledger_entries.idx")?),
+            index: Some(stored_u64(r.get(0), "ledger_entries.idx")?),
             reason: None,
         });
     }
@@ -293,17 +284,17 @@ const BLOCK_COLUMNS: &str = "SELECT height, first_index, tree_size, root_hash, b
                              prev_block_hash, sealed_at, checkpoint FROM ledger_blocks";
 
 fn block(r: &Row) -> Result<Block, DbError> {
-    let height = u64_of(r.get(0), "ledger_blocks.height")?;
+    let height = stored_u64(r.get(0), "ledger_blocks.height")?;
     let h = |i: usize, what: &str| -> Result<String, DbError> {
-        Ok(hex::encode(hash_of(
+        Ok(hex::encode(stored_hash(
             r.get(i),
             &format!("block {height}: {what}"),
         )?))
     };
     Ok(Block {
         height,
-        first_index: u64_of(r.get(1), "ledger_blocks.first_index")?,
-        tree_size: u64_of(r.get(2), "ledger_blocks.tree_size")?,
+        first_index: stored_u64(r.get(1), "ledger_blocks.first_index")?,
+        tree_size: stored_u64(r.get(2), "ledger_blocks.tree_size")?,
         root_hash: h(3, "root_hash")?,
         block_hash: h(4, "block_hash")?,
         prev_block_hash: h(5, "prev_block_hash")?,
@@ -335,7 +326,7 @@ async fn attach_anchors(c: &Client, blocks: &mut [Block]) -> Result<(), DbError>
         by_height.entry(r.get(0)).or_default().push(Anchor {
             sink: r.get(1),
             kind: r.get(2),
-            tree_size: u64_of(r.get(3), "anchor_receipts.tree_size")?,
+            tree_size: stored_u64(r.get(3), "anchor_receipts.tree_size")?,
             receipt: r.get(4),
             created_at: rfc3339_ms(r.get(5)),
         });

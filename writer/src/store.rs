@@ -4,15 +4,11 @@
 
 use std::collections::HashMap;
 
-use ace_core::db::DbError;
+use ace_core::db::{stored_u64, DbError};
 use ace_core::tiles;
 use tokio_postgres::{Client, GenericClient, Transaction};
 
 use crate::batch::{ExistingEntry, LogState, Plan, SealedBlock};
-
-fn u64_of(v: i64, what: &str) -> Result<u64, DbError> {
-    u64::try_from(v).map_err(|_| DbError::Corrupt(format!("{what} is negative ({v})")))
-}
 
 pub use ace_core::db::latest_block;
 
@@ -76,8 +72,8 @@ pub async fn existing<C: GenericClient>(
         out.insert(
             r.get::<_, String>(0),
             ExistingEntry {
-                index: u64_of(r.get(1), "ledger_entries.idx")?,
-                block: u64_of(r.get(2), "ledger_entries.block_height")?,
+                index: stored_u64(r.get(1), "ledger_entries.idx")?,
+                block: stored_u64(r.get(2), "ledger_entries.block_height")?,
                 stream_seq: seq.and_then(|s| u64::try_from(s).ok()),
             },
         );

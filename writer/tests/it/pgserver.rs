@@ -83,9 +83,8 @@ impl PgServer {
         );
     }
 
-    /// Stop abruptly, as a crash or a network cut looks to clients.
-    pub fn kill(&self) {
-        let out = as_postgres(&[
+    fn stop_immediately(&self) -> std::process::Output {
+        as_postgres(&[
             &format!("{BIN}/pg_ctl"),
             "-D",
             &self.data(),
@@ -93,7 +92,12 @@ impl PgServer {
             "immediate",
             "-w",
             "stop",
-        ]);
+        ])
+    }
+
+    /// Stop abruptly, as a crash or a network cut looks to clients.
+    pub fn kill(&self) {
+        let out = self.stop_immediately();
         assert!(
             out.status.success(),
             "pg_ctl stop: {}",
@@ -104,15 +108,7 @@ impl PgServer {
 
 impl Drop for PgServer {
     fn drop(&mut self) {
-        let _ = as_postgres(&[
-            &format!("{BIN}/pg_ctl"),
-            "-D",
-            &self.data(),
-            "-m",
-            "immediate",
-            "-w",
-            "stop",
-        ]);
+        let _ = self.stop_immediately();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

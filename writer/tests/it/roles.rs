@@ -95,13 +95,7 @@ async fn writer_refuses_to_start_with_a_role_that_could_rewrite_the_log() {
     // A superuser.
     let mut cfg = l.writer_config();
     cfg.database_url = ace_core::config::Secret::new(l.db.url("postgres"));
-    let err = l
-        .spawn_writer(cfg)
-        .task
-        .await
-        .unwrap()
-        .unwrap_err()
-        .to_string();
+    let err = refusal(&l, cfg).await;
     assert!(err.contains("superuser"), "{err}");
 
     // A role that holds UPDATE on ledger_entries.
@@ -115,13 +109,7 @@ async fn writer_refuses_to_start_with_a_role_that_could_rewrite_the_log() {
         .unwrap();
     let mut cfg = l.writer_config();
     cfg.database_url = ace_core::config::Secret::new(l.db.url(&role));
-    let err = l
-        .spawn_writer(cfg)
-        .task
-        .await
-        .unwrap()
-        .unwrap_err()
-        .to_string();
+    let err = refusal(&l, cfg).await;
     admin
         .batch_execute(&format!(
             "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}; REVOKE ace_writer FROM {role};"
@@ -141,12 +129,16 @@ async fn writer_refuses_to_start_with_a_role_that_could_rewrite_the_log() {
     let l = Ledger::new().await;
     let mut cfg = l.writer_config();
     cfg.database_url = ace_core::config::Secret::new(l.db.url("ace_reader"));
-    let err = l
-        .spawn_writer(cfg)
+    let err = refusal(&l, cfg).await;
+    assert!(err.contains("lacks INSERT on ledger_entries"), "{err}");
+}
+
+/// Why a writer started with `cfg` refused to run (it must refuse).
+async fn refusal(l: &Ledger, cfg: ace_writer::Config) -> String {
+    l.spawn_writer(cfg)
         .task
         .await
         .unwrap()
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("lacks INSERT on ledger_entries"), "{err}");
+        .expect_err("the writer must refuse to start")
+        .to_string()
 }
