@@ -37,22 +37,7 @@ fn ok(o: &Output) -> String {
 struct Db(String);
 impl Drop for Db {
     fn drop(&mut self) {
-        let name = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(async {
-                let c = ace_core::db::connect(&format!("{ADMIN}/postgres"))
-                    .await
-                    .ok()?;
-                c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await
-                    .ok()
-            })
-        })
-        .join();
+        ace_testkit::drop_database("127.0.0.1", 5432, &self.0);
     }
 }
 

@@ -133,21 +133,35 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let admin = format!("postgres://postgres@{}:{}/postgres", self.host, self.port);
-        let name = self.name.clone();
-        // Drop runs inside or outside a runtime; a thread with its own runtime works in both.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(async {
-                let c = ace_core::db::connect(&admin).await.ok()?;
-                c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await
-                    .ok()
-            })
-        })
-        .join();
+        drop_database(&self.host, self.port, &self.name);
     }
+}
+
+/// Drops database `name` on the server at `host:port` (`WITH (FORCE)`), from anywhere,
+/// a `Drop` included. Failures are ignored: this is cleanup.
+pub fn drop_database(host: &str, port: u16, name: &str) {
+    let admin = format!("postgres://postgres@{host}:{port}/postgres");
+    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+    run_detached(async move {
+        if let Ok(c) = ace_core::db::connect(&admin).await {
+            let _ = c.batch_execute(&sql).await;
+        }
+    });
+}
+
+/// Runs `cleanup` to completion, inside or outside a Tokio runtime (as a `Drop` may be):
+/// on a thread of its own, with a runtime of its own.
+pub fn run_detached<F>(cleanup: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let _ = std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            rt.block_on(cleanup);
+        }
+    })
+    .join();
 }

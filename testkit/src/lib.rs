@@ -7,5 +7,5 @@ pub mod db;
 pub mod synth;
 
 pub use check::{check_log, LogReport};
-pub use db::{unique, TestDb, TestDbError, PG_HOST, PG_PORT};
+pub use db::{drop_database, run_detached, unique, TestDb, TestDbError, PG_HOST, PG_PORT};
 pub use synth::{load, load_with_progress, Progress, SynthError, SynthOptions, SynthReport};

@@ -63,19 +63,11 @@ impl Drop for TestNats {
             self.names.dlq_stream(),
             self.names.checkpoints_stream(),
         ];
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(async {
-                for s in streams {
-                    let _ = js.delete_stream(&s).await;
-                }
-            });
-            Some(())
-        })
-        .join();
+        ace_testkit::run_detached(async move {
+            for s in streams {
+                let _ = js.delete_stream(&s).await;
+            }
+        });
     }
 }
 
