@@ -11,6 +11,8 @@ ensure_packages() {
   command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
   command -v pg_ctlcluster >/dev/null 2>&1 || missing+=(postgresql postgresql-contrib)
   command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+  # The tests' RFC 3161 authority is `openssl ts`; stack-up derives keys with it too.
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing from apt: ${missing[*]}"
     as_root apt-get update -qq

@@ -7,9 +7,13 @@
 #  5. build and start the writer (health and metrics on 127.0.0.1:9101, log in .stack/writer.log);
 #  6. start the reader, the auditors' read-only API, on http://127.0.0.1:8081 (Swagger UI on
 #     /docs, log in .stack/reader.log), trusting the ledger verifier key in .stack/ledger.vkey;
-#  7. publish a sample statement, print the ledger's ack, and verify entry 0 through the reader.
+#  7. publish a sample statement, print the ledger's ack, and verify entry 0 through the reader;
+#  8. start the anchor (health and metrics on 127.0.0.1:9102, log in .stack/anchor.log), which
+#     publishes each checkpoint on JetStream (`ace.checkpoint`; sinks in
+#     .stack/anchor-sinks.toml, docs/anchor.md adds TSAs, webhooks and witnesses), and show
+#     its progress (its /readyz).
 # Re-running it is safe: every step is idempotent. Secrets live in .stack/secrets (0600).
-# Stop the services with: kill "$(cat .stack/writer.pid)" "$(cat .stack/reader.pid)"
+# Stop the services with: kill $(cat .stack/*.pid)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/services.sh
@@ -34,7 +38,7 @@ if [ "$(psql_admin -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$D
 fi
 psql_admin -d "$DB" < sql/roles.sql
 psql_admin -d "$DB" -c "GRANT USAGE, CREATE ON SCHEMA public TO ace_owner"
-for role in ace_owner ace_writer ace_reader; do
+for role in ace_owner ace_writer ace_reader ace_anchor; do
   f="$SECRETS/$role.url"
   if [ ! -s "$f" ]; then
     pw=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -44,7 +48,7 @@ for role in ace_owner ace_writer ace_reader; do
 done
 
 echo "== build"
-cargo build --release --locked -p ace-writer -p ace-reader -p acectl
+cargo build --release --locked -p ace-writer -p ace-reader -p ace-anchor -p acectl
 ACECTL=target/release/acectl
 
 echo "== schema"
@@ -120,3 +124,26 @@ ACE_PREFIX=$PREFIX $ACECTL publish --producer demo --key "$SECRETS/demo.key" --s
 
 echo "== verify entry 0 through the reader, with nothing but the verifier key"
 $ACECTL verify entry --reader http://127.0.0.1:8081 --ledger-key "$(cat $STACK/ledger.vkey)" --index 0
+
+echo "== anchor (health and metrics on :9102)"
+if [ ! -s "$STACK/anchor-sinks.toml" ]; then
+  cat > "$STACK/anchor-sinks.toml" <<'TOML'
+# The anchor's sinks (docs/anchor.md, "Sinks"). JetStream needs nothing outside this stack.
+[[sink]]
+name = "jetstream"
+kind = "nats"
+schedule = "every_block"
+TOML
+fi
+start anchor 9102 \
+  ACE_DATABASE_URL_FILE="$SECRETS/ace_anchor.url" \
+  ACE_LEDGER_VKEYS_FILE="$STACK/ledger.vkey" \
+  ACE_ANCHOR_SINKS_FILE="$STACK/anchor-sinks.toml" \
+  ACE_PREFIX="$PREFIX"
+for _ in $(seq 1 50); do
+  curl -fsS http://127.0.0.1:9102/readyz | grep -q '"anchored":[0-9]' && break
+  sleep 0.2
+done
+echo "the anchor's sinks (anchored = height of the last receipt; GET /v1/blocks/{height} on the reader shows them):"
+curl -fsS http://127.0.0.1:9102/readyz
+echo

@@ -9,7 +9,13 @@ DECLARE r text;
 BEGIN
   FOREACH r IN ARRAY ARRAY['ace_owner', 'ace_writer', 'ace_reader', 'ace_anchor', 'ace_dashboard'] LOOP
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
-      EXECUTE format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION', r);
+      -- Roles are cluster-wide but the migration lock is per database: two databases
+      -- migrated at once (parallel tests, a fresh cluster) may both get here.
+      BEGIN
+        EXECUTE format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION', r);
+      EXCEPTION WHEN duplicate_object OR unique_violation THEN
+        NULL;
+      END;
     END IF;
   END LOOP;
 END

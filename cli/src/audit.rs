@@ -30,6 +30,7 @@ use ace_core::leaf::LeafRecord;
 use ace_core::merkle::{leaf_hash, Hash};
 use ace_core::statement::Statement;
 use ace_core::tiles::{TileAppender, TileId};
+use ace_core::witness::CosignatureVerifier;
 use clap::Args;
 use rayon::prelude::*;
 use tokio::sync::mpsc;
@@ -68,6 +69,14 @@ pub struct AuditArgs {
     /// Entries fetched and checked per step.
     #[arg(long, default_value_t = 20_000, value_name = "N")]
     chunk_entries: u64,
+    /// A witness's cosignature/v1 verifier key (`name+hash+base64`); its cosignatures in the
+    /// anchor receipts are verified. Repeat for each witness you trust.
+    #[arg(long = "witness-key", value_name = "VKEY")]
+    witness_keys: Vec<String>,
+    /// PEM certificate(s) of the TSAs you trust (their own certificate or their CA); the
+    /// RFC 3161 tokens in the anchor receipts are verified against them.
+    #[arg(long = "tsa-cert", value_name = "FILE")]
+    tsa_cert: Option<std::path::PathBuf>,
     /// Seconds between progress lines on stderr; 0 for none.
     #[arg(long, default_value_t = 5, value_name = "SECS")]
     progress_secs: u64,
@@ -98,6 +107,12 @@ pub enum Location {
     },
     Ledger,
     Reader(String),
+    Policy(String),
+    Receipt {
+        id: i64,
+        sink: String,
+        height: u64,
+    },
 }
 
 impl fmt::Display for Location {
@@ -115,6 +130,10 @@ impl fmt::Display for Location {
             } => write!(f, "tile {path}"),
             Location::Ledger => write!(f, "ledger"),
             Location::Reader(url) => write!(f, "reader {url}"),
+            Location::Policy(version) => write!(f, "policy {version}"),
+            Location::Receipt { id, sink, height } => {
+                write!(f, "anchor receipt {id} (sink {sink}, block {height})")
+            }
         }
     }
 }
@@ -196,6 +215,9 @@ pub struct Summary {
     pub root_hash: Hash,
     pub elapsed: Duration,
     pub reader: Option<String>,
+    /// Policy versions kept in `ledger_policies`, each text rehashed.
+    pub policies: usize,
+    pub receipts: crate::receipts::ReceiptSummary,
 }
 
 /// Runs the audit and prints the outcome; returns the process exit code.
@@ -216,12 +238,36 @@ pub async fn run(args: AuditArgs) -> i32 {
                 s.blocks.saturating_sub(1)
             );
             println!("  tiles:      {} rows recomputed and compared", s.tiles);
+            println!(
+                "  policies:   {} versions, each text rehashed; every entry's version is kept",
+                s.policies
+            );
             println!("  tree size:  {}", s.tree_size);
             println!("  root:       {}", hex::encode(s.root_hash));
             println!(
                 "  elapsed:    {secs:.1} s ({:.0} entries/s)",
                 s.entries as f64 / secs.max(1e-9)
             );
+            let r = &s.receipts;
+            let kinds: Vec<String> = r.by_kind.iter().map(|(k, n)| format!("{n} {k}")).collect();
+            println!(
+                "  receipts:   {} ({}), each for its block's tree size; {} witness cosignatures and {} time-stamp tokens verified",
+                r.receipts,
+                if kinds.is_empty() { "none".to_string() } else { kinds.join(", ") },
+                r.cosignatures,
+                r.tokens
+            );
+            if r.unchecked_tokens > 0 {
+                println!(
+                    "              {} rfc3161 receipts NOT checked: give --tsa-cert",
+                    r.unchecked_tokens
+                );
+            }
+            for (w, n) in &r.unchecked_witnesses {
+                println!(
+                    "              {n} receipts by witness {w} NOT checked: give its --witness-key"
+                );
+            }
             if let Some(r) = s.reader {
                 println!("  reader:     {r}");
             }
@@ -255,6 +301,24 @@ pub async fn audit(args: &AuditArgs) -> Result<Result<Summary, Box<Mismatch>>, A
                 .map_err(|e| setting("--ledger-key", format!("{k:?}: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let witnesses = args
+        .witness_keys
+        .iter()
+        .map(|k| {
+            CosignatureVerifier::parse(k.trim())
+                .map_err(|e| setting("--witness-key", format!("{k:?}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let tsa = args
+        .tsa_cert
+        .as_ref()
+        .map(|f| {
+            let pem = std::fs::read_to_string(f)
+                .map_err(|e| setting("--tsa-cert", format!("{}: {e}", f.display())))?;
+            ace_core::tsa::TsaTrust::from_pem(&pem)
+                .map_err(|e| setting("--tsa-cert", format!("{}: {e}", f.display())))
+        })
+        .transpose()?;
     if args.chunk_entries == 0 {
         return Err(setting("--chunk-entries", "must be at least 1"));
     }
@@ -317,6 +381,10 @@ pub async fn audit(args: &AuditArgs) -> Result<Result<Summary, Box<Mismatch>>, A
     .await
     .map_err(db)?;
 
+    let policies = match check_policies(&main).await.map_err(db)? {
+        Ok(p) => Arc::new(p),
+        Err(m) => return Ok(Err(m)),
+    };
     let row = main
         .query_one(
             "SELECT (SELECT max(idx) FROM ledger_entries), \
@@ -346,6 +414,7 @@ pub async fn audit(args: &AuditArgs) -> Result<Result<Summary, Box<Mismatch>>, A
 
     let mut auditor = Auditor {
         verifiers: Arc::new(verifiers),
+        policies: Arc::clone(&policies),
         main: &main,
         blocks: BlockStream {
             rx: block_rx,
@@ -367,8 +436,16 @@ pub async fn audit(args: &AuditArgs) -> Result<Result<Summary, Box<Mismatch>>, A
         Err(m) => return Ok(Err(m)),
         Ok(s) => s,
     };
+    let receipts = match crate::receipts::check(&main, &witnesses, tsa.as_ref())
+        .await
+        .map_err(db)?
+    {
+        Ok(r) => r,
+        Err(m) => return Ok(Err(m)),
+    };
     let mut summary = Summary {
         elapsed: started.elapsed(),
+        receipts,
         ..summary
     };
     // The snapshot is released before the reader check, which compares with the ledger as
@@ -402,7 +479,7 @@ async fn fetch_entries(
     let entries_stmt = entries
         .prepare(
             "SELECT idx, digest, producer, envelope, leaf, integrated_time, block_height, \
-                    payload_type, predicate_type, keyid \
+                    payload_type, predicate_type, keyid, policy_version \
              FROM ledger_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx",
         )
         .await;
@@ -576,6 +653,8 @@ impl Progress {
 
 struct Auditor<'a> {
     verifiers: Arc<Vec<NoteVerifier>>,
+    /// Policy versions whose kept text was rehashed.
+    policies: Arc<HashSet<String>>,
     main: &'a Client,
     blocks: BlockStream,
     entries: mpsc::Receiver<Result<EntryChunk, DbError>>,
@@ -716,6 +795,8 @@ impl Auditor<'_> {
             root_hash: self.appender.root(),
             elapsed: Duration::ZERO,
             reader: None,
+            policies: self.policies.len(),
+            receipts: Default::default(),
         }))
     }
 
@@ -743,6 +824,7 @@ impl Auditor<'_> {
         blocks: Vec<StoredBlock>,
     ) -> (Vec<EntryResult>, Vec<BlockCheck>) {
         let verifiers = self.verifiers.clone();
+        let policies = Arc::clone(&self.policies);
         let n = present as usize;
         let handle = tokio::task::spawn_blocking(move || {
             let lo = chunk.lo;
@@ -754,7 +836,7 @@ impl Auditor<'_> {
                         .enumerate()
                         .map(|(p, row)| {
                             let (s, e) = spans[p];
-                            check_entry(lo + p as u64, row, &chunk.subjects[s..e])
+                            check_entry(lo + p as u64, row, &chunk.subjects[s..e], &policies)
                         })
                         .collect::<Vec<_>>()
                 },
@@ -1183,7 +1265,35 @@ fn subject_spans(lo: u64, n: usize, subjects: &[Row]) -> Vec<(usize, usize)> {
 }
 
 /// Everything about entry `index` that needs only its own rows.
-fn check_entry(index: u64, row: &Row, subjects: &[Row]) -> EntryResult {
+/// Every kept policy text must hash to its version: an entry's `policy_version` then names
+/// exactly the rules that admitted it. Returns the versions.
+async fn check_policies(c: &Client) -> Result<Result<HashSet<String>, Box<Mismatch>>, DbError> {
+    let rows = c
+        .query(
+            "SELECT version, source FROM ledger_policies ORDER BY version",
+            &[],
+        )
+        .await
+        .map_err(DbError::query("reading ledger_policies"))?;
+    let mut versions = HashSet::new();
+    for r in rows {
+        let version: String = r.get(0);
+        let source: String = r.get(1);
+        let computed = ace_core::policy::version_of(source.as_bytes());
+        if computed != version {
+            return Ok(Err(mismatch(
+                Location::Policy(version.clone()),
+                "the kept policy text does not hash to its version",
+                format!("{version} (ledger_policies.version)"),
+                format!("{computed} (SHA-256 of ledger_policies.source)"),
+            )));
+        }
+        versions.insert(version);
+    }
+    Ok(Ok(versions))
+}
+
+fn check_entry(index: u64, row: &Row, subjects: &[Row], policies: &HashSet<String>) -> EntryResult {
     let loc = || Location::Entry(index);
     let col = |name: &'static str| {
         move |e: tokio_postgres::Error| {
@@ -1204,6 +1314,15 @@ fn check_entry(index: u64, row: &Row, subjects: &[Row]) -> EntryResult {
     let payload_type: &str = row.try_get(7).map_err(col("payload_type"))?;
     let predicate_type: Option<&str> = row.try_get(8).map_err(col("predicate_type"))?;
     let keyid: &str = row.try_get(9).map_err(col("keyid"))?;
+    let policy_version: Option<&str> = row.try_get(10).map_err(col("policy_version"))?;
+    if let Some(v) = policy_version.filter(|v| !policies.contains(*v)) {
+        return Err(mismatch(
+            loc(),
+            "the entry names a policy version whose text is not kept",
+            format!("a ledger_policies row for {v}"),
+            "none",
+        ));
+    }
 
     let envelope = Envelope::parse(raw).map_err(|r| {
         mismatch(

@@ -3,7 +3,9 @@
 mod audit;
 mod http;
 mod keyfile;
+mod policy;
 mod publish;
+mod receipts;
 mod verify;
 
 use std::path::PathBuf;
@@ -89,6 +91,11 @@ enum Cmd {
     /// hash chain and every checkpoint. Exits 0 when everything matches, 1 at the first
     /// entry, tile or block that does not (named), 2 when the audit cannot run.
     Audit(audit::AuditArgs),
+    /// The writer's admission policy, off line: validate a file, or dry-run an envelope.
+    Policy {
+        #[command(subcommand)]
+        cmd: policy::PolicyCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -352,6 +359,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Cmd::Publish(a) => return publish::run(a).await,
         Cmd::Verify { cmd } => return Ok(verify::run(cmd).await),
         Cmd::Audit(a) => return Ok(audit::run(a).await),
+        Cmd::Policy { cmd } => return policy::run(cmd),
     }
     Ok(0)
 }

@@ -147,7 +147,45 @@ async fn entry(a: EntryArgs) -> Result<String, VerifyError> {
         other => other?,
     };
     let keys = reader.get_json("/v1/keys").await?;
-    check_entry(index, &entry, &proof, &keys, &verifiers)
+    let verified = check_entry(index, &entry, &proof, &keys, &verifiers)?;
+    let policy = match entry.get("policy_version").and_then(Value::as_str) {
+        Some(v) => Some(reader.get_json(&format!("/v1/policies/{v}")).await?),
+        None => None,
+    };
+    Ok(format!(
+        "{verified}; {}",
+        check_policy(index, &entry, policy.as_ref())?
+    ))
+}
+
+/// The policy version that admitted the entry, if the ledger kept one: the text served for
+/// it must hash to it. Pure, for tests.
+pub fn check_policy(
+    index: u64,
+    entry: &Value,
+    policy: Option<&Value>,
+) -> Result<String, VerifyError> {
+    let fail = |detail: String| VerifyError::Entry {
+        index,
+        step: "policy",
+        detail,
+    };
+    let Some(version) = entry.get("policy_version").and_then(Value::as_str) else {
+        return Ok("no policy version recorded (admitted before versions were kept)".into());
+    };
+    let source = policy
+        .and_then(|p| p.get("source"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| fail(format!("the reader served no text for policy {version}")))?;
+    let computed = ace_core::policy::version_of(source.as_bytes());
+    if computed != version {
+        return Err(fail(format!(
+            "the text served for policy {version} hashes to {computed}"
+        )));
+    }
+    Ok(format!(
+        "admitted under policy {version} (its text rehashed)"
+    ))
 }
 
 /// The checks of `verify entry`, in order, on what a reader served. Pure, for tests.
@@ -526,6 +564,24 @@ mod tests {
             root_hash: t.root_at(size).unwrap(),
             extensions: vec![],
         }
+    }
+
+    #[test]
+    fn a_policy_text_must_hash_to_the_entrys_version() {
+        let text = "[[rule]]\nid = \"m\"\n";
+        let v = ace_core::policy::version_of(text.as_bytes());
+        let entry = serde_json::json!({"policy_version": v});
+        let ok = check_policy(3, &entry, Some(&serde_json::json!({"source": text}))).unwrap();
+        assert!(ok.contains(&v), "{ok}");
+        let e = check_policy(3, &entry, Some(&serde_json::json!({"source": "x"})))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("entry 3: policy check failed: the text served for policy"),
+            "{e}"
+        );
+        let old = check_policy(3, &serde_json::json!({"policy_version": null}), None).unwrap();
+        assert!(old.starts_with("no policy version recorded"), "{old}");
     }
 
     #[test]

@@ -170,7 +170,9 @@ async fn a_ledger_set_up_and_fed_with_acectl_alone() {
         batch_max_entries: 100,
         batch_max_delay: Duration::from_millis(20),
         max_envelope_bytes: 512 * 1024,
-        policy: Default::default(),
+        allowed_payload_types: vec![ace_core::envelope::IN_TOTO_PAYLOAD_TYPE.to_string()],
+        policy_file: None,
+        policy_poll: Duration::from_secs(1),
         standby_poll: Duration::from_millis(200),
         retry_max: Duration::from_secs(1),
         nak_delay: Duration::from_millis(200),
@@ -238,6 +240,15 @@ async fn a_ledger_set_up_and_fed_with_acectl_alone() {
         &[],
     ));
     assert!(verified.starts_with("entry 0 verified"), "{verified}");
+    // The writer ran the built-in policy; the reader serves its text, which hashes to it.
+    let builtin = ace_core::policy::Policy::builtin();
+    assert!(
+        verified.ends_with(&format!(
+            "admitted under policy {} (its text rehashed)",
+            builtin.version()
+        )),
+        "{verified}"
+    );
 
     // A malformed envelope: exit 3 and the reason.
     let junk = dir.join("junk.json");
@@ -321,4 +332,96 @@ async fn a_ledger_set_up_and_fed_with_acectl_alone() {
 
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn policy_check_explains_and_policy_test_dry_runs() {
+    let dir = std::env::temp_dir().join(format!("acectl-policy-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+
+    // Two problems, each reported with its line; the file is refused.
+    std::fs::write(
+        path("bad.toml"),
+        "[[rule]]\nid = \"a\"\nkind = \"max_subjects\"\nmode = \"deny\"\n\n[[rule]]\nid = \"b\"\nkind = \"no_such_kind\"\nmode = \"deny\"\n",
+    )
+    .unwrap();
+    let o = acectl(&["policy", "check", &path("bad.toml")], &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("bad.toml"), "{err}");
+    assert!(err.contains("line 1") && err.contains("max"), "{err}");
+    assert!(
+        err.contains("line 6") && err.contains("no_such_kind"),
+        "{err}"
+    );
+
+    let policy = "[[rule]]\nid = \"slsa\"\nkind = \"predicate_types\"\nmode = \"deny\"\nallow = [\"https://slsa.dev/*\"]\n\n[producers.lab]\ndisable = [\"slsa\"]\n";
+    std::fs::write(path("p.toml"), policy).unwrap();
+    let out = ok(&acectl(&["policy", "check", &path("p.toml")], &[]));
+    let version = ace_core::policy::version_of(policy.as_bytes());
+    assert!(
+        out.contains(&format!("version {version}, 1 rules")),
+        "{out}"
+    );
+    assert!(out.contains("slsa (predicate_types, deny)"), "{out}");
+
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    std::fs::write(path("k.hex"), hex::encode(key.to_bytes())).unwrap();
+    std::fs::write(
+        path("st.json"),
+        r#"{"_type":"https://in-toto.io/Statement/v1","subject":[{"name":"x","digest":{"sha256":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}}],"predicateType":"https://example.com/other","predicate":{}}"#,
+    )
+    .unwrap();
+    ok(&acectl(
+        &[
+            "sign",
+            "--key",
+            &path("k.hex"),
+            "--statement",
+            &path("st.json"),
+            "--out",
+            &path("env.json"),
+        ],
+        &[],
+    ));
+    let pk = hex::encode(key.verifying_key().to_bytes());
+    let o = acectl(
+        &[
+            "policy",
+            "test",
+            &path("p.toml"),
+            &path("env.json"),
+            "--producer",
+            "ops",
+            "--public-key",
+            &pk,
+        ],
+        &[],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    assert!(
+        out.contains("decision: deny: policy_denied rule slsa (predicate_types)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("signatures counted: 1 (distinct keys that verify)"),
+        "{out}"
+    );
+    // The producer whose section disables the rule is allowed.
+    let out = ok(&acectl(
+        &[
+            "policy",
+            "test",
+            &path("p.toml"),
+            &path("env.json"),
+            "--producer",
+            "lab",
+        ],
+        &[],
+    ));
+    assert!(out.contains("decision: allow"), "{out}");
+    assert!(out.contains("not applied to producer lab"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

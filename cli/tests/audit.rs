@@ -472,3 +472,179 @@ async fn the_readers_checkpoint_is_checked_against_the_stored_one() {
         show(&o)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_versions_are_rehashed_and_must_be_kept() {
+    let db = ledger().await;
+    let text = "[[rule]]\nid = \"m\"\nkind = \"max_subjects\"\nmode = \"deny\"\nmax = 8\n";
+    let version = ace_core::policy::version_of(text.as_bytes());
+    tamper(
+        &db,
+        &format!(
+            "INSERT INTO ledger_policies (version, source) VALUES ('{version}', '{text}'); \
+             UPDATE ledger_entries SET policy_version = '{version}' WHERE idx < 1500"
+        ),
+    )
+    .await;
+    let o = audit_as(&db, "ace_reader", &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(
+        stdout(&o).contains("policies:   1 versions"),
+        "{}",
+        show(&o)
+    );
+
+    let unknown = format!("sha256:{}", "0".repeat(64));
+    tamper(
+        &db,
+        &format!("UPDATE ledger_entries SET policy_version = '{unknown}' WHERE idx = 2000"),
+    )
+    .await;
+    assert_fails_at(
+        &db,
+        "entry 2000",
+        "the entry names a policy version whose text is not kept",
+    )
+    .await;
+
+    tamper(
+        &db,
+        "UPDATE ledger_entries SET policy_version = NULL WHERE idx = 2000; \
+         UPDATE ledger_policies SET source = replace(source, '8', '9')",
+    )
+    .await;
+    assert_fails_at(
+        &db,
+        &format!("policy {version}"),
+        "the kept policy text does not hash to its version",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn witness_receipts_are_verified_with_the_given_keys() {
+    let db = ledger().await;
+    let w = ace_core::witness::CosignatureSigner::from_seed("witness.test/w1", [42; 32]).unwrap();
+    let vkey = w.verifier().to_vkey();
+    let admin = db.admin().await;
+    let row = admin
+        .query_one(
+            "SELECT height, tree_size, checkpoint FROM ledger_blocks ORDER BY height DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (height, size, note): (i64, i64, String) = (row.get(0), row.get(1), row.get(2));
+    let body = ace_core::witness::note_body(&note).unwrap();
+    let insert = |size: i64, line: String| {
+        let vkey = vkey.clone();
+        let admin = &admin;
+        async move {
+            admin
+                .execute(
+                    "INSERT INTO anchor_receipts (height, tree_size, sink, kind, receipt) \
+                     VALUES ($1, $2, 'w1', 'witness', jsonb_build_object('witness', 'witness.test/w1', 'vkey', $3::text, 'cosignatures', jsonb_build_array($4::text)))",
+                    &[&height, &size, &vkey, &line],
+                )
+                .await
+                .unwrap();
+        }
+    };
+    insert(size, w.cosign(body, 1_700_000_000)).await;
+    let o = audit_as(&db, "ace_reader", &["--witness-key", &vkey]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(
+        stdout(&o).contains("receipts:   1 (1 witness), each for its block's tree size; 1 witness cosignatures and 0 time-stamp tokens verified"),
+        "{}",
+        show(&o)
+    );
+    let o = audit_as(&db, "ace_reader", &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(
+        stdout(&o).contains("1 receipts by witness witness.test/w1 NOT checked"),
+        "{}",
+        show(&o)
+    );
+
+    // A cosignature over another tree (a split view) is named.
+    let forked = body.replace(&format!("\n{size}\n"), &format!("\n{}\n", size + 1));
+    insert(size, w.cosign(&forked, 1_700_000_001)).await;
+    let o = audit_as(&db, "ace_reader", &["--witness-key", &vkey]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let out = stdout(&o);
+    assert!(
+        out.starts_with(&format!("audit FAILED at anchor receipt 2 (sink w1, block {height}): a cosignature does not verify")),
+        "{}",
+        show(&o)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_stamp_tokens_are_verified_against_the_tsa_certificate() {
+    use ace_testkit::tsa::{KeyKind, TestTsa};
+    use base64::Engine as _;
+    let db = ledger().await;
+    let dir = std::env::temp_dir().join(ace_testkit::unique("ace-audit-tsa-"));
+    let t = TestTsa::create(&dir, KeyKind::EcP256).unwrap();
+    let ca = dir.join("ca.pem");
+    let admin = db.admin().await;
+    let row = admin
+        .query_one(
+            "SELECT height, tree_size, checkpoint FROM ledger_blocks ORDER BY height DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (height, size, note): (i64, i64, String) = (row.get(0), row.get(1), row.get(2));
+    let insert = |data: Vec<u8>| {
+        let admin = &admin;
+        let t = &t;
+        async move {
+            let req = ace_core::tsa::request(&data, 9).unwrap();
+            let resp = t.reply(&req.der).unwrap();
+            let token = ace_core::tsa::verify_response(
+                &resp,
+                &req,
+                &data,
+                &ace_core::tsa::TsaTrust::from_pem(&t.ca_pem()).unwrap(),
+            )
+            .unwrap();
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&token.token_der);
+            admin
+                .execute(
+                    "INSERT INTO anchor_receipts (height, tree_size, sink, kind, receipt) \
+                     VALUES ($1, $2, 'tsa', 'rfc3161', jsonb_build_object('token', $3::text))",
+                    &[&height, &size, &b64],
+                )
+                .await
+                .unwrap();
+        }
+    };
+    insert(note.clone().into_bytes()).await;
+    let o = audit_as(&db, "ace_reader", &["--tsa-cert", ca.to_str().unwrap()]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(
+        stdout(&o).contains("0 witness cosignatures and 1 time-stamp tokens verified"),
+        "{}",
+        show(&o)
+    );
+    let o = audit_as(&db, "ace_reader", &[]).await;
+    assert!(
+        stdout(&o).contains("1 rfc3161 receipts NOT checked"),
+        "{}",
+        show(&o)
+    );
+
+    // A token over something else than the block's checkpoint is named.
+    insert(b"another checkpoint".to_vec()).await;
+    let o = audit_as(&db, "ace_reader", &["--tsa-cert", ca.to_str().unwrap()]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        stdout(&o).starts_with(&format!(
+            "audit FAILED at anchor receipt 2 (sink tsa, block {height}): the time-stamp token does not verify"
+        )),
+        "{}",
+        show(&o)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

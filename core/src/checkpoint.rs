@@ -24,7 +24,7 @@ const ALG_ED25519: u8 = 0x01;
 pub const MAX_NOTE_BYTES: usize = 1 << 20;
 /// Most signature lines accepted in one note (Go's sumdb/note uses the same bound).
 pub const MAX_NOTE_SIGNATURES: usize = 100;
-const SIG_PREFIX: &str = "\u{2014} ";
+pub(crate) const SIG_PREFIX: &str = "\u{2014} ";
 
 /// Problems with note keys, note syntax and note signatures.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +82,7 @@ pub enum CheckpointError {
 
 /// Key names: non-empty, no Unicode whitespace, no `+` (the key-string separator), and no
 /// control characters (notes may not contain them).
-fn check_name(name: &str) -> Result<(), NoteError> {
+pub(crate) fn check_name(name: &str) -> Result<(), NoteError> {
     let reason = if name.is_empty() {
         "it is empty"
     } else if name.contains('+') {
@@ -101,16 +101,25 @@ fn check_name(name: &str) -> Result<(), NoteError> {
 }
 
 fn key_hash(name: &str, public_key: &VerifyingKey) -> u32 {
+    key_hash_for(name, ALG_ED25519, public_key)
+}
+
+/// SHA-256(name ‖ "\n" ‖ signature type ‖ public key)[:4], big-endian: the key hash of
+/// every note signature type built on Ed25519 keys.
+pub(crate) fn key_hash_for(name: &str, alg: u8, public_key: &VerifyingKey) -> u32 {
     let mut h = Sha256::new();
     h.update(name.as_bytes());
-    h.update([b'\n', ALG_ED25519]);
+    h.update([b'\n', alg]);
     h.update(public_key.as_bytes());
     let d: [u8; 32] = h.finalize().into();
     u32::from_be_bytes([d[0], d[1], d[2], d[3]])
 }
 
 /// Splits `<8 hex>+<base64>` and decodes both halves.
-fn split_hash_and_key(rest: &str, what: &'static str) -> Result<(u32, Vec<u8>), NoteError> {
+pub(crate) fn split_hash_and_key(
+    rest: &str,
+    what: &'static str,
+) -> Result<(u32, Vec<u8>), NoteError> {
     let malformed = |reason: &str| NoteError::MalformedKey {
         what,
         reason: reason.to_owned(),
@@ -520,7 +529,7 @@ pub fn open_note(note: &str, verifiers: &[NoteVerifier]) -> Result<OpenedNote, N
     })
 }
 
-fn parse_signature_line(n: usize, line: &str) -> Result<NoteSignature, NoteError> {
+pub(crate) fn parse_signature_line(n: usize, line: &str) -> Result<NoteSignature, NoteError> {
     let malformed = |reason: &str| NoteError::Malformed(format!("signature line {n}: {reason}"));
     let rest = line
         .strip_prefix(SIG_PREFIX)

@@ -113,6 +113,34 @@ impl<'a> Env<'a> {
     }
 
     /// A comma-separated list; empty items are dropped.
+    /// `ACE_LEDGER_VKEYS`: the ledger's note verifier keys (required, at least one),
+    /// separated by commas or whitespace, so that a `_FILE` may hold one key per line.
+    pub fn ledger_vkeys(&self) -> Result<Vec<crate::checkpoint::NoteVerifier>, ConfigError> {
+        const VAR: &str = "ACE_LEDGER_VKEYS";
+        let text = self.get(VAR)?.unwrap_or_default();
+        let keys: Vec<&str> = text
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|k| !k.is_empty())
+            .collect();
+        if keys.is_empty() {
+            return Err(ConfigError::Missing {
+                var: VAR.into(),
+                hint:
+                    "the ledger's note verifier key(s), as `acectl ledger-key generate` prints them"
+                        .into(),
+            });
+        }
+        keys.iter()
+            .map(|k| {
+                crate::checkpoint::NoteVerifier::parse(k).map_err(|e| ConfigError::Invalid {
+                    var: VAR.into(),
+                    value: (*k).to_string(),
+                    message: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
     pub fn list(&self, var: &str, default: &[&str]) -> Result<Vec<String>, ConfigError> {
         Ok(match self.get(var)? {
             None => default.iter().map(|s| s.to_string()).collect(),

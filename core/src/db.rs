@@ -25,16 +25,17 @@ pub const ROLES_SQL: &str = include_str!("../../sql/roles.sql");
 pub const MIGRATION_LOCK_KEY: i64 = 0x0041_4345_4d49_4752;
 
 /// The tables whose rows are never updated or deleted.
-pub const LOG_TABLES: [&str; 5] = [
+pub const LOG_TABLES: [&str; 6] = [
     "ledger_entries",
     "ledger_subjects",
     "ledger_tiles",
     "ledger_blocks",
     "anchor_receipts",
+    "ledger_policies",
 ];
 
 /// Every table the migrations create.
-pub const ALL_TABLES: [&str; 8] = [
+pub const ALL_TABLES: [&str; 9] = [
     "producers",
     "producer_keys",
     "ledger_entries",
@@ -43,6 +44,7 @@ pub const ALL_TABLES: [&str; 8] = [
     "ledger_blocks",
     "dlq_items",
     "anchor_receipts",
+    "ledger_policies",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +69,9 @@ pub enum DbError {
     Privilege { role: String, problem: String },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A connection the caller kept open (e.g. for LISTEN) ended.
+    #[error("the Postgres connection {0} closed")]
+    Closed(String),
 }
 
 impl DbError {
@@ -78,7 +83,7 @@ impl DbError {
     /// never reject the envelope.
     pub fn is_transient(&self) -> bool {
         match self {
-            DbError::Connect { .. } | DbError::Pool { .. } => true,
+            DbError::Connect { .. } | DbError::Pool { .. } | DbError::Closed(_) => true,
             DbError::Query { source, .. } => is_transient(source),
             _ => false,
         }
@@ -171,6 +176,48 @@ pub async fn connect(url: &str) -> Result<Client, DbError> {
         }
     });
     Ok(client)
+}
+
+/// A connection whose notifications (LISTEN) arrive on the returned channel, which
+/// closes when the connection does: the caller learns of a lost connection by it.
+pub async fn connect_listening(
+    url: &str,
+) -> Result<
+    (
+        Client,
+        tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::Notification>,
+    ),
+    DbError,
+> {
+    let cfg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+        DbError::BadUrl(format!("{}: {e}", describe_url(url)))
+    })?;
+    let (client, mut conn) = cfg
+        .connect(NoTls)
+        .await
+        .map_err(|source| DbError::Connect {
+            target: describe_url(url),
+            source,
+        })?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
+        while let Some(m) = futures::StreamExt::next(&mut messages).await {
+            match m {
+                Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                    if tx.send(n).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "listening postgres connection closed");
+                    break;
+                }
+            }
+        }
+    });
+    Ok((client, rx))
 }
 
 /// A pool; connections are opened lazily, so this does not touch the server.
@@ -448,6 +495,81 @@ pub async fn load_right_edge<C: GenericClient>(
             "rebuilding the tree's right edge at size {tree_size}: {e}"
         ))
     })
+}
+
+/// Tiles by id, each the narrowest stored row at least as wide as asked. Parameters: levels
+/// (`smallint[]`), indexes (`bigint[]`), widths (`smallint[]`), from [`tile_params`];
+/// rows decode with [`tile_rows`].
+pub const TILES_SQL: &str =
+    "SELECT DISTINCT ON (t.level, t.idx) t.level, t.idx, t.width, t.hashes \
+     FROM unnest($1::smallint[], $2::bigint[], $3::smallint[]) AS w(level, idx, width) \
+     JOIN ledger_tiles t ON t.level = w.level AND t.idx = w.idx AND t.width >= w.width \
+     ORDER BY t.level, t.idx, t.width";
+
+/// [`TILES_SQL`]'s parameters for `ids`.
+pub fn tile_params(ids: &[tiles::TileId]) -> (Vec<i16>, Vec<i64>, Vec<i16>) {
+    (
+        ids.iter().map(|t| i16::from(t.level)).collect(),
+        ids.iter()
+            .map(|t| i64::try_from(t.index).unwrap_or(i64::MAX))
+            .collect(),
+        ids.iter().map(|t| t.width as i16).collect(),
+    )
+}
+
+/// [`TILES_SQL`]'s rows as (stored tile id, hash bytes).
+pub fn tile_rows(rows: &[tokio_postgres::Row]) -> Result<Vec<(tiles::TileId, Vec<u8>)>, DbError> {
+    rows.iter()
+        .map(|r| {
+            let (level, idx, width): (i16, i64, i16) = (r.get(0), r.get(1), r.get(2));
+            let id = u8::try_from(level)
+                .ok()
+                .zip(u64::try_from(idx).ok())
+                .zip(u16::try_from(width).ok())
+                .and_then(|((l, i), w)| tiles::TileId::new(l, i, w).ok())
+                .ok_or_else(|| {
+                    DbError::Corrupt(format!(
+                        "ledger_tiles row (level {level}, idx {idx}, width {width}) is not a valid tile"
+                    ))
+                })?;
+            Ok((id, r.get(3)))
+        })
+        .collect()
+}
+
+/// The tiles holding `nodes` in the tree of `tree_size`, read in one query; partial rows
+/// wider than needed are cut to the width the tree has.
+pub async fn load_tile_set<C: GenericClient>(
+    c: &C,
+    nodes: &[crate::merkle::NodeId],
+    tree_size: u64,
+) -> Result<TileSet, DbError> {
+    let ids = tiles::tiles_for_nodes(nodes, tree_size)
+        .map_err(|e| DbError::Corrupt(format!("planning tiles at tree size {tree_size}: {e}")))?;
+    let (levels, indexes, widths) = tile_params(&ids);
+    let rows = c
+        .query(TILES_SQL, &[&levels, &indexes, &widths])
+        .await
+        .map_err(DbError::query("reading tiles"))?;
+    let rows = tile_rows(&rows)?;
+    let mut set = TileSet::new();
+    for want in ids {
+        let Some((got, bytes)) = rows
+            .iter()
+            .find(|(got, _)| got.level == want.level && got.index == want.index)
+        else {
+            return Err(DbError::Corrupt(format!(
+                "tile {} is not stored, though the tree of size {tree_size} needs it",
+                want.path()
+            )));
+        };
+        let mut hashes = tiles::tile_from_bytes(bytes)
+            .map_err(|e| DbError::Corrupt(format!("tile {}: {e}", got.path())))?;
+        hashes.truncate(usize::from(want.width));
+        set.insert(want, hashes)
+            .map_err(|e| DbError::Corrupt(format!("tile {}: {e}", want.path())))?;
+    }
+    Ok(set)
 }
 
 /// The latest block and the tree's right edge, checked against each other: what anything

@@ -91,7 +91,29 @@ pub fn verify_envelope(
     keys: &impl KeyLookup,
     now_ms: i64,
 ) -> Result<KeyId, Rejection> {
+    verify_signers(env, pae, producer, keys, now_ms).map(|v| v.keyid)
+}
+
+/// A verified envelope's signers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signers {
+    /// The first valid signer (recorded with the entry).
+    pub keyid: KeyId,
+    /// Distinct keys of the producer, in validity, whose signatures verify (what a
+    /// policy's `min_signatures` rule counts).
+    pub valid_keys: usize,
+}
+
+/// [`verify_envelope`], also counting the valid signers.
+pub fn verify_signers(
+    env: &Envelope,
+    pae: &[u8],
+    producer: &str,
+    keys: &impl KeyLookup,
+    now_ms: i64,
+) -> Result<Signers, Rejection> {
     let mut valid: Option<KeyId> = None;
+    let mut valid_keys: Vec<&str> = Vec::new();
     let mut revoked: Option<(usize, &RegisteredKey)> = None;
     let mut expired: Option<(usize, &RegisteredKey)> = None;
     let mut foreign: Option<(usize, &RegisteredKey)> = None;
@@ -118,13 +140,21 @@ pub fn verify_envelope(
             revoked.get_or_insert((i, key));
         } else if !key.is_in_validity_at(now_ms) {
             expired.get_or_insert((i, key));
-        } else if valid.is_none() {
-            valid = Some(key.keyid.clone());
+        } else {
+            if valid.is_none() {
+                valid = Some(key.keyid.clone());
+            }
+            if !valid_keys.contains(&key.keyid.as_str()) {
+                valid_keys.push(key.keyid.as_str());
+            }
         }
     }
 
     if let Some(keyid) = valid {
-        return Ok(keyid);
+        return Ok(Signers {
+            keyid,
+            valid_keys: valid_keys.len(),
+        });
     }
     if let Some((i, key)) = revoked {
         return Err(Rejection::new(

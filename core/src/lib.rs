@@ -23,3 +23,5 @@ pub mod rejection;
 pub mod service;
 pub mod statement;
 pub mod tiles;
+pub mod tsa;
+pub mod witness;

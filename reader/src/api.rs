@@ -356,6 +356,72 @@ pub async fn block(
         .ok_or_else(|| ApiError::not_found("height", format!("no block at height {height}")))
 }
 
+/// A block's checkpoint with the cosignatures witnesses returned for it.
+#[utoipa::path(get, path = "/v1/blocks/{height}/checkpoint", tag = "log",
+    params(("height" = u64, Path, description = "Block height; 0 is genesis")),
+    responses(
+        (status = 200, description = "The signed checkpoint note, with one more signature line per witness cosignature recorded by the anchor", content_type = "text/plain", body = String),
+        (status = 400, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn cosigned_checkpoint(
+    State(s): State<Shared>,
+    height: PathParam,
+    q: Params,
+) -> Result<Response, ApiError> {
+    params(q, &[])?;
+    let height = parse_u64("height", &segment(height, "height")?)?;
+    let c = s.prover.pool.get().await?;
+    let b = store::block_at(&c, height)
+        .await?
+        .ok_or_else(|| ApiError::not_found("height", format!("no block at height {height}")))?;
+    // More cosignatures may come: not immutable.
+    Ok(text(crate::model::cosigned_checkpoint(
+        &b.checkpoint,
+        &b.anchors,
+    )))
+}
+
+/// The exact text of a policy version that admitted entries (an entry's `policy_version`).
+#[utoipa::path(get, path = "/v1/policies/{version}", tag = "log",
+    params(("version" = String, Path, description = "sha256:<64 lowercase hex>, the SHA-256 of the policy file")),
+    responses(
+        (status = 200, body = crate::model::PolicyText),
+        (status = 400, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn policy(
+    State(s): State<Shared>,
+    version: PathParam,
+    q: Params,
+) -> Result<Response, ApiError> {
+    params(q, &[])?;
+    let version = segment(version, "version")?;
+    let well_formed = version.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    });
+    if !well_formed {
+        return Err(ApiError::bad(
+            "version",
+            format!(
+                "must be sha256:<64 lowercase hex digits>, got {:?}",
+                excerpt(&version)
+            ),
+        ));
+    }
+    let c = s.prover.pool.get().await?;
+    let p = store::policy(&c, &version).await?.ok_or_else(|| {
+        ApiError::not_found(
+            "version",
+            format!("no entry was admitted under policy {version}"),
+        )
+    })?;
+    // A version names its text for good.
+    Ok(immutable(Json(p).into_response(), true))
+}
+
 /// Blocks in height order.
 #[utoipa::path(get, path = "/v1/blocks", tag = "log",
     params(

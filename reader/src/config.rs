@@ -66,32 +66,7 @@ impl Config {
             env.parse(var, default.as_millis() as u64)
                 .map(Duration::from_millis)
         };
-        // Commas or whitespace between keys, so a *_FILE may hold one key per line.
-        let keys: Vec<String> = env
-            .get("ACE_LEDGER_VKEYS")?
-            .unwrap_or_default()
-            .split(|c: char| c == ',' || c.is_whitespace())
-            .filter(|k| !k.is_empty())
-            .map(str::to_owned)
-            .collect();
-        if keys.is_empty() {
-            return Err(ConfigError::Missing {
-                var: "ACE_LEDGER_VKEYS".into(),
-                hint:
-                    "the ledger's note verifier key(s), as `acectl ledger-key generate` prints them"
-                        .into(),
-            });
-        }
-        let ledger_keys = keys
-            .iter()
-            .map(|k| {
-                NoteVerifier::parse(k).map_err(|e| ConfigError::Invalid {
-                    var: "ACE_LEDGER_VKEYS".into(),
-                    value: k.clone(),
-                    message: e.to_string(),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let ledger_keys = env.ledger_vkeys()?;
         let d = Config::with_defaults(
             Secret::new(env.required(
                 "ACE_DATABASE_URL",

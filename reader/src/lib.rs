@@ -46,7 +46,9 @@ use proofs::{Heads, Prover, TileCache};
         api::envelope,
         api::search,
         api::block,
+        api::cosigned_checkpoint,
         api::blocks,
+        api::policy,
         api::tlog_checkpoint,
         api::tile
     ),
@@ -63,6 +65,7 @@ use proofs::{Heads, Prover, TileCache};
         model::Anchor,
         model::Keys,
         model::ProducerKey,
+        model::PolicyText,
         problem::Problem
     ))
 )]
@@ -227,6 +230,11 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/envelopes/{digest}", get(api::envelope))
         .route("/v1/blocks", get(api::blocks))
         .route("/v1/blocks/{height}", get(api::block))
+        .route(
+            "/v1/blocks/{height}/checkpoint",
+            get(api::cosigned_checkpoint),
+        )
+        .route("/v1/policies/{version}", get(api::policy))
         .route("/checkpoint", get(api::tlog_checkpoint))
         .route("/tile/{*path}", get(api::tile))
         .route_layer(axum::middleware::from_fn_with_state(

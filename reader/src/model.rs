@@ -28,6 +28,20 @@ pub struct Entry {
     /// Policy warnings recorded when the entry was admitted.
     #[schema(value_type = Vec<Object>)]
     pub warnings: serde_json::Value,
+    /// `sha256:<hex>` of the policy file that admitted the entry (its text is at
+    /// `/v1/policies/{version}`); null for entries written before policy versions were kept.
+    pub policy_version: Option<String>,
+}
+
+/// An admission policy version that admitted entries, with its exact text.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PolicyText {
+    /// `sha256:<hex>` of `source`'s UTF-8 bytes.
+    pub version: String,
+    /// The policy file's text, byte for byte.
+    pub source: String,
+    /// When the writer first admitted an entry under it (RFC 3339).
+    pub first_used_at: String,
 }
 
 /// An in-toto subject as indexed: its name and digests by algorithm.
@@ -95,6 +109,34 @@ pub struct Anchor {
     pub receipt: serde_json::Value,
     /// RFC 3339.
     pub created_at: String,
+}
+
+/// A block's checkpoint note with the witness cosignatures recorded for it appended as
+/// further signature lines: still one signed note, which any C2SP note verifier opens
+/// with the ledger's key (ignoring lines for keys it does not know) and a witness's key
+/// checks. Lines that are not a single note signature line are left out.
+pub fn cosigned_checkpoint(checkpoint: &str, anchors: &[Anchor]) -> String {
+    let mut note = checkpoint.to_string();
+    if !note.ends_with('\n') {
+        note.push('\n');
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    let lines = anchors
+        .iter()
+        .filter(|a| a.kind == "witness")
+        .filter_map(|a| a.receipt.get("cosignatures").and_then(|c| c.as_array()))
+        .flatten()
+        .filter_map(|l| l.as_str());
+    for line in lines {
+        let well_formed =
+            line.starts_with("\u{2014} ") && !line.contains('\n') && line.len() < 1024;
+        if well_formed && !seen.contains(&line) && !note.contains(&format!("\n{line}\n")) {
+            seen.push(line);
+            note.push_str(line);
+            note.push('\n');
+        }
+    }
+    note
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -165,6 +207,34 @@ pub fn group_subjects(rows: impl IntoIterator<Item = (String, String, String)>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cosignatures_are_appended_once_and_only_well_formed() {
+        let cp = "o\n1\nAAAA\n\n\u{2014} o sig1\n";
+        let a = |kind: &str, lines: serde_json::Value| Anchor {
+            sink: "w".into(),
+            kind: kind.into(),
+            tree_size: 1,
+            receipt: serde_json::json!({ "cosignatures": lines }),
+            created_at: String::new(),
+        };
+        let note = cosigned_checkpoint(
+            cp,
+            &[
+                a(
+                    "witness",
+                    serde_json::json!(["\u{2014} w1 c1", "\u{2014} w1 c1"]),
+                ),
+                a(
+                    "witness",
+                    serde_json::json!(["\u{2014} w2 c2\n\u{2014} forged x", "junk"]),
+                ),
+                a("webhook", serde_json::json!(["\u{2014} w3 c3"])),
+                a("witness", serde_json::json!(["\u{2014} o sig1"])),
+            ],
+        );
+        assert_eq!(note, format!("{cp}\u{2014} w1 c1\n"));
+    }
 
     #[test]
     fn subjects_group_by_name_and_keep_repeats_apart() {

@@ -13,7 +13,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use crate::model::{
-    group_subjects, rfc3339_ms, Anchor, Block, Entry, EnvelopeStatus, ProducerKey, Reason,
+    group_subjects, rfc3339_ms, Anchor, Block, Entry, EnvelopeStatus, PolicyText, ProducerKey,
+    Reason,
 };
 
 /// A block as proofs need it.
@@ -63,38 +64,15 @@ pub async fn head_at_size(c: &Client, tree_size: u64) -> Result<Option<BlockHead
 /// Tiles for `ids`, each the narrowest stored copy at least as wide as asked, in one round
 /// trip. A missing id is simply absent from the answer.
 pub async fn tiles(c: &Client, ids: &[TileId]) -> Result<Vec<(TileId, Vec<u8>)>, DbError> {
-    let levels: Vec<i16> = ids.iter().map(|t| i16::from(t.level)).collect();
-    let indexes: Vec<i64> = ids
-        .iter()
-        .map(|t| i64::try_from(t.index).unwrap_or(i64::MAX))
-        .collect();
-    let widths: Vec<i16> = ids.iter().map(|t| t.width as i16).collect();
+    let (levels, indexes, widths) = ace_core::db::tile_params(ids);
     let rows = query(
         c,
         "reading tiles",
-        "SELECT DISTINCT ON (t.level, t.idx) t.level, t.idx, t.width, t.hashes \
-         FROM unnest($1::smallint[], $2::bigint[], $3::smallint[]) AS w(level, idx, width) \
-         JOIN ledger_tiles t ON t.level = w.level AND t.idx = w.idx AND t.width >= w.width \
-         ORDER BY t.level, t.idx, t.width",
+        ace_core::db::TILES_SQL,
         &[&levels, &indexes, &widths],
     )
     .await?;
-    rows.iter()
-        .map(|r| {
-            let (level, idx, width): (i16, i64, i16) = (r.get(0), r.get(1), r.get(2));
-            let id = u8::try_from(level)
-                .ok()
-                .zip(u64::try_from(idx).ok())
-                .zip(u16::try_from(width).ok())
-                .and_then(|((l, i), w)| TileId::new(l, i, w).ok())
-                .ok_or_else(|| {
-                    DbError::Corrupt(format!(
-                        "ledger_tiles row (level {level}, idx {idx}, width {width}) is not a valid tile"
-                    ))
-                })?;
-            Ok((id, r.get(3)))
-        })
-        .collect()
+    ace_core::db::tile_rows(&rows)
 }
 
 /// Leaf records of entries `[first, first + count)`, in index order.
@@ -114,7 +92,7 @@ pub async fn leaves(c: &Client, first: u64, count: u16) -> Result<Vec<(u64, Vec<
 }
 
 const ENTRY_COLUMNS: &str =
-    "e.idx, e.digest, e.producer, e.integrated_time, e.block_height, e.leaf, e.warnings";
+    "e.idx, e.digest, e.producer, e.integrated_time, e.block_height, e.leaf, e.warnings, e.policy_version";
 
 fn entry(r: &Row) -> Result<Entry, DbError> {
     let index = stored_u64(r.get(0), "ledger_entries.idx")?;
@@ -130,6 +108,7 @@ fn entry(r: &Row) -> Result<Entry, DbError> {
         envelope: None,
         subjects: Vec::new(),
         warnings: r.get(6),
+        policy_version: r.get(7),
     })
 }
 
@@ -172,7 +151,7 @@ pub async fn entry_at(c: &Client, index: u64) -> Result<Option<Entry>, DbError> 
         return Ok(None);
     };
     let mut e = entry(r)?;
-    let raw: Vec<u8> = r.get(7);
+    let raw: Vec<u8> = r.get(8);
     e.envelope = Some(base64::engine::general_purpose::STANDARD.encode(raw));
     let mut one = [e];
     attach_subjects(c, &mut one).await?;
@@ -398,4 +377,21 @@ pub async fn producer_keys(c: &Client) -> Result<Vec<ProducerKey>, DbError> {
             revoked_at: r.get::<_, Option<i64>>(5).map(rfc3339_ms),
         })
         .collect())
+}
+
+/// The text of one policy version, if any entry was admitted under it.
+pub async fn policy(c: &Client, version: &str) -> Result<Option<PolicyText>, DbError> {
+    let rows = query(
+        c,
+        "reading a policy version",
+        "SELECT version, source, (extract(epoch FROM first_used_at) * 1000)::bigint \
+         FROM ledger_policies WHERE version = $1",
+        &[&version],
+    )
+    .await?;
+    Ok(rows.first().map(|r| PolicyText {
+        version: r.get(0),
+        source: r.get(1),
+        first_used_at: rfc3339_ms(r.get(2)),
+    }))
 }

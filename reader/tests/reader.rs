@@ -191,6 +191,29 @@ async fn every_route_answers_in_the_design_shapes() {
     assert!(!subjects.is_empty());
     assert!(subjects[0]["digest"]["sha256"].is_string());
     assert_eq!(e["warnings"], serde_json::json!([]));
+    // Loaded without a writer: no policy version recorded, and the field says so.
+    assert!(e["policy_version"].is_null(), "{e}");
+
+    // A kept policy version: its exact text, cacheable for good.
+    let text = "[[rule]]\nid = \"m\"\nkind = \"max_subjects\"\nmode = \"deny\"\nmax = 8\n";
+    let version = ace_core::policy::version_of(text.as_bytes());
+    f.db.admin()
+        .await
+        .execute(
+            "INSERT INTO ledger_policies (version, source) VALUES ($1, $2)",
+            &[&version, &text],
+        )
+        .await
+        .unwrap();
+    let a = get(app, &format!("/v1/policies/{version}")).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.cache_control.contains("immutable"), "{}", a.cache_control);
+    let p = a.json();
+    assert_eq!(
+        (p["version"].as_str(), p["source"].as_str()),
+        (Some(version.as_str()), Some(text))
+    );
+    assert!(p["first_used_at"].as_str().unwrap().ends_with('Z'), "{p}");
 
     // Its proof, against the latest and an earlier checkpoint.
     for (uri, size) in [
@@ -282,6 +305,32 @@ async fn every_route_answers_in_the_design_shapes() {
     assert_eq!(b["anchors"][0]["receipt"]["token"], "MIIB");
     let genesis = ok_json(app, "/v1/blocks/0").await;
     assert_eq!(b["prev_block_hash"], genesis["block_hash"]);
+
+    // The block's checkpoint with a witness's cosignature line appended; still opens with
+    // the ledger's key.
+    let line = "\u{2014} witness.example/w1 AQIDBAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==";
+    f.db.admin()
+        .await
+        .execute(
+            "INSERT INTO anchor_receipts (height, tree_size, sink, kind, receipt) \
+             VALUES (1, 300, 'w1', 'witness', jsonb_build_object('cosignatures', jsonb_build_array($1::text)))",
+            &[&line],
+        )
+        .await
+        .unwrap();
+    let a = get(app, "/v1/blocks/1/checkpoint").await;
+    assert_eq!(a.status, StatusCode::OK);
+    let note = a.text();
+    assert_eq!(
+        note,
+        format!("{}{line}\n", b["checkpoint"].as_str().unwrap())
+    );
+    let cp = open_checkpoint(&note, std::slice::from_ref(&verifier)).unwrap();
+    assert_eq!(cp.tree_size, 300);
+    assert_eq!(
+        get(app, "/v1/blocks/9/checkpoint").await.status,
+        StatusCode::NOT_FOUND
+    );
     let page = ok_json(app, "/v1/blocks?limit=2").await;
     assert_eq!(page["blocks"].as_array().unwrap().len(), 2);
     assert_eq!(page["next"], "1");
@@ -386,6 +435,8 @@ async fn every_route_answers_in_the_design_shapes() {
         "/v1/envelopes/{digest}",
         "/v1/blocks",
         "/v1/blocks/{height}",
+        "/v1/blocks/{height}/checkpoint",
+        "/v1/policies/{version}",
         "/checkpoint",
         "/tile/{path}",
     ] {
@@ -465,6 +516,12 @@ async fn bad_parameters_and_unknown_ids_are_problems_naming_the_parameter() {
             "index",
         ),
         ("/v1/entries/700", StatusCode::NOT_FOUND, "index"),
+        ("/v1/policies/sha256:AB", StatusCode::BAD_REQUEST, "version"),
+        (
+            "/v1/policies/sha256:0000000000000000000000000000000000000000000000000000000000000000",
+            StatusCode::NOT_FOUND,
+            "version",
+        ),
         ("/v1/entries/12?x=1", StatusCode::BAD_REQUEST, "query"),
         ("/v1/entries/700/proof", StatusCode::NOT_FOUND, "index"),
         (
@@ -865,6 +922,7 @@ fn first_column(table: &str) -> &'static str {
         "ledger_tiles" => "level",
         "ledger_blocks" => "height",
         "dlq_items" | "anchor_receipts" => "id",
+        "ledger_policies" => "version",
         _ => "idx",
     }
 }

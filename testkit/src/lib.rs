@@ -1,11 +1,15 @@
 //! What tests and benchmarks across the ACE Ledger crates share: a fresh migrated database
-//! per test ([`TestDb`]) and the synthetic ledger loader ([`synth`], also the `ace-synth`
+//! per test ([`TestDb`]), a unique NATS stream prefix per test ([`TestNats`]) and the synthetic ledger loader ([`synth`], also the `ace-synth`
 //! binary).
 
 pub mod check;
 pub mod db;
+pub mod nats;
 pub mod synth;
+pub mod tsa;
+pub mod witness;
 
 pub use check::{check_log, LogReport};
 pub use db::{drop_database, run_detached, unique, TestDb, TestDbError, PG_HOST, PG_PORT};
+pub use nats::{TestNats, NATS_URL};
 pub use synth::{load, load_with_progress, Progress, SynthError, SynthOptions, SynthReport};

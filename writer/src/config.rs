@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use ace_core::config::{ConfigError, Env, Secret};
 use ace_core::envelope::IN_TOTO_PAYLOAD_TYPE;
-use ace_core::policy::Policy;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -34,10 +33,16 @@ pub struct Config {
     pub batch_max_delay: Duration,
     /// `ACE_MAX_ENVELOPE_BYTES`, default 524288: larger envelopes are `too_large`.
     pub max_envelope_bytes: usize,
-    /// `ACE_ALLOWED_PAYLOAD_TYPES` (comma list), default the in-toto type only.
-    /// `ACE_ALLOWED_PREDICATE_TYPES` (comma list of prefixes), default: any.
-    /// `ACE_MAX_SUBJECTS`, default 1024.
-    pub policy: Policy,
+    /// `ACE_ALLOWED_PAYLOAD_TYPES` (comma list), default the in-toto type only: what this
+    /// deployment stores at all (others are `unsupported_payload_type`, before any
+    /// signature check). Admission rules live in the policy file.
+    pub allowed_payload_types: Vec<String>,
+    /// `ACE_POLICY_FILE`: the admission policy (docs/policy.md); unset = the built-in
+    /// policy (at most 1024 subjects per statement).
+    pub policy_file: Option<PathBuf>,
+    /// `ACE_POLICY_POLL_MS`, default 1000: how often the policy file is checked for
+    /// changes; 0 = reload on SIGHUP only.
+    pub policy_poll: Duration,
     /// `ACE_STANDBY_POLL_MS`, default 1000: how often a standby tries to take the lead.
     pub standby_poll: Duration,
     /// `ACE_RETRY_MAX_MS`, default 5000: longest pause between reconnection attempts.
@@ -56,6 +61,21 @@ impl Config {
         let ms = |var: &str, default: u64| -> Result<Duration, ConfigError> {
             env.parse(var, default).map(Duration::from_millis)
         };
+        // Settings that moved into the policy file: refuse them rather than ignore them.
+        for (var, rule) in [
+            ("ACE_ALLOWED_PREDICATE_TYPES", "predicate_types"),
+            ("ACE_MAX_SUBJECTS", "max_subjects"),
+        ] {
+            if let Some(value) = env.get(var)? {
+                return Err(ConfigError::Invalid {
+                    var: var.into(),
+                    value,
+                    message: format!(
+                        "no longer a setting: write a `{rule}` rule in the policy file (ACE_POLICY_FILE, docs/policy.md)"
+                    ),
+                });
+            }
+        }
         let cfg = Config {
             nats_url: env.string("ACE_NATS_URL", "nats://127.0.0.1:4222")?,
             nats_creds: env.get("ACE_NATS_CREDS")?,
@@ -77,12 +97,10 @@ impl Config {
             batch_max_entries: env.parse("ACE_BATCH_MAX_ENTRIES", 1000)?,
             batch_max_delay: ms("ACE_BATCH_MAX_DELAY_MS", 50)?,
             max_envelope_bytes: env.parse("ACE_MAX_ENVELOPE_BYTES", 512 * 1024)?,
-            policy: Policy {
-                allowed_payload_types: env
-                    .list("ACE_ALLOWED_PAYLOAD_TYPES", &[IN_TOTO_PAYLOAD_TYPE])?,
-                allowed_predicate_types: env.list("ACE_ALLOWED_PREDICATE_TYPES", &[])?,
-                max_subjects: env.parse("ACE_MAX_SUBJECTS", 1024)?,
-            },
+            allowed_payload_types: env
+                .list("ACE_ALLOWED_PAYLOAD_TYPES", &[IN_TOTO_PAYLOAD_TYPE])?,
+            policy_file: env.get("ACE_POLICY_FILE")?.map(PathBuf::from),
+            policy_poll: ms("ACE_POLICY_POLL_MS", 1000)?,
             standby_poll: ms("ACE_STANDBY_POLL_MS", 1000)?,
             retry_max: ms("ACE_RETRY_MAX_MS", 5000)?,
             nak_delay: ms("ACE_NAK_DELAY_MS", 1000)?,
@@ -117,7 +135,7 @@ impl Config {
         if self.max_envelope_bytes == 0 {
             return bad("ACE_MAX_ENVELOPE_BYTES", "0".into(), "must be positive");
         }
-        if self.policy.allowed_payload_types.is_empty() {
+        if self.allowed_payload_types.is_empty() {
             return bad(
                 "ACE_ALLOWED_PAYLOAD_TYPES",
                 String::new(),
@@ -161,9 +179,11 @@ mod tests {
         assert_eq!(c.batch_max_entries, 1000);
         assert_eq!(c.batch_max_delay, Duration::from_millis(50));
         assert_eq!(
-            c.policy.allowed_payload_types,
+            c.allowed_payload_types,
             vec![IN_TOTO_PAYLOAD_TYPE.to_string()]
         );
+        assert_eq!(c.policy_file, None);
+        assert_eq!(c.policy_poll, Duration::from_secs(1));
         assert!(!format!("{c:?}").contains("postgres://w@h/d"));
     }
 
@@ -189,5 +209,16 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("ACE_PREFIX"), "{e}");
+        let e = env(&[
+            ("ACE_DATABASE_URL", "x"),
+            ("ACE_LEDGER_KEY_FILE", "/k"),
+            ("ACE_MAX_SUBJECTS", "10"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("ACE_MAX_SUBJECTS") && e.contains("max_subjects"),
+            "{e}"
+        );
     }
 }

@@ -11,6 +11,7 @@ pub mod batch;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod policy;
 pub mod store;
 pub mod verify;
 

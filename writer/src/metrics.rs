@@ -3,7 +3,7 @@
 
 use prometheus::{
     exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
-    IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Label used for subjects that name no registered producer, so that a flood of bogus
@@ -24,6 +24,11 @@ pub struct Metrics {
     pub leader: IntGauge,
     pub transient_errors: IntCounterVec,
     pub ack_failures: IntCounter,
+    pub policy_decisions: IntCounterVec,
+    pub policy_rules: IntCounterVec,
+    pub policy_reloads: IntCounterVec,
+    pub policy_info: IntGaugeVec,
+    pub policy_file_refused: IntGauge,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -93,6 +98,38 @@ impl Metrics {
             ack_failures: register(
                 &r,
                 IntCounter::new("ace_writer_jetstream_ack_failures_total", "JetStream acks that failed after commit (the message is redelivered and deduplicated)")?,
+            ),
+            policy_decisions: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new("ace_writer_policy_decisions_total", "Policy decisions on verified envelopes, by outcome (allow, warn, deny), counted when their batch commits"),
+                    &["outcome"],
+                )?,
+            ),
+            policy_rules: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new("ace_writer_policy_rule_verdicts_total", "Each policy rule's verdicts (pass, warn, deny), by rule id; rules that do not apply are not counted"),
+                    &["rule", "verdict"],
+                )?,
+            ),
+            policy_reloads: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new("ace_writer_policy_reloads_total", "Policy file reloads, by result (applied, refused)"),
+                    &["result"],
+                )?,
+            ),
+            policy_info: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("ace_writer_policy_info", "1 for the policy version in force"),
+                    &["version"],
+                )?,
+            ),
+            policy_file_refused: register(
+                &r,
+                IntGauge::new("ace_writer_policy_file_refused", "1 while the policy file on disk is invalid or unreadable and an older policy stays in force")?,
             ),
             registry: r,
         };

@@ -27,6 +27,7 @@ use crate::http::{self, Role, Status};
 use crate::metrics::{Metrics, UNKNOWN_PRODUCER_LABEL};
 use crate::store;
 use crate::verify::{self, Incoming, Registry, Verdict};
+use ace_core::policy::{Policy, RateLimiter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriterError {
@@ -51,6 +52,8 @@ pub enum WriterError {
     },
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("{0}")]
+    Policy(#[from] ace_core::policy::PolicyError),
 }
 
 /// Why a batch was abandoned.
@@ -232,6 +235,10 @@ struct Writer {
     js: jetstream::Context,
     consumer: PullConsumer,
     faults: FaultLog,
+    policy: watch::Receiver<Arc<Policy>>,
+    limiter: RateLimiter,
+    /// The policy version whose text this writer has stored in ledger_policies.
+    recorded_policy: Option<String>,
 }
 
 /// Run the writer until `shutdown` turns true. A batch in flight when it does is finished
@@ -241,6 +248,12 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<(),
     let names = Names::new(&cfg.prefix)?;
     let metrics = Arc::new(Metrics::new()?);
     let status = Arc::new(Status::default());
+    let policy = crate::policy::start(
+        cfg.policy_file.clone(),
+        cfg.policy_poll,
+        metrics.clone(),
+        shutdown.clone(),
+    )?;
 
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -306,6 +319,9 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<(),
         js,
         consumer,
         faults,
+        policy,
+        limiter: RateLimiter::new(),
+        recorded_policy: None,
     };
     let nats_status = w.status.clone();
     let mut nats_events = shutdown.clone();
@@ -552,12 +568,14 @@ impl Writer {
         let started = Instant::now();
         let incoming: Vec<Incoming> = msgs.iter().map(to_incoming).collect::<Result<_, _>>()?;
 
+        // One policy snapshot per batch: a reload applies from the next one.
+        let policy = self.policy.borrow().clone();
         let names = self.names.clone();
-        let policy = self.cfg.policy.clone();
+        let allowed = self.cfg.allowed_payload_types.clone();
         let max = self.cfg.max_envelope_bytes;
         let inc = incoming.clone();
         let parsed =
-            tokio::task::spawn_blocking(move || verify::parse_all(&names, &policy, max, &inc))
+            tokio::task::spawn_blocking(move || verify::parse_all(&names, &allowed, max, &inc))
                 .await
                 .map_err(|e| BatchError::Fatal(format!("parse task: {e}")))?;
         let (producers, keyids) = verify::registry_needs(&parsed);
@@ -567,12 +585,13 @@ impl Writer {
         };
         let t_registry = started.elapsed();
         let now = now_ms();
-        let policy = self.cfg.policy.clone();
-        let verdicts: Vec<Verdict> = tokio::task::spawn_blocking(move || {
-            verify::decide_all(parsed, &registry, &policy, now)
+        let snapshot = policy.clone();
+        let decided = tokio::task::spawn_blocking(move || {
+            verify::decide_all(parsed, &registry, &snapshot, now)
         })
         .await
         .map_err(|e| BatchError::Fatal(format!("verify task: {e}")))?;
+        let (verdicts, tally) = verify::settle(decided, &policy, &mut self.limiter, now);
 
         let digests: Vec<String> = verdicts
             .iter()
@@ -600,13 +619,38 @@ impl Writer {
         }
         let existing = store::existing(&tx, &digests).await?;
         let plan = batch::plan(state, &incoming, verdicts, &existing, now, &self.signer)?;
-        store::write_plan(&tx, &plan).await?;
+        let record =
+            (self.recorded_policy.as_deref() != Some(policy.version())).then(|| policy.source());
+        store::write_plan(
+            &tx,
+            &plan,
+            &store::PolicyRecord {
+                version: policy.version(),
+                source: record,
+            },
+        )
+        .await?;
         tx.commit()
             .await
             .map_err(DbError::query("committing the batch"))?;
         let committed_at = now_ms();
         let t_committed = started.elapsed();
         *state = plan.state.clone();
+        if plan.block.is_some() {
+            self.recorded_policy = Some(policy.version().to_string());
+        }
+        for (rule, verdict, n) in tally.rules(&policy) {
+            self.metrics
+                .policy_rules
+                .with_label_values(&[rule, verdict])
+                .inc_by(n);
+        }
+        for (outcome, n) in tally.decisions() {
+            self.metrics
+                .policy_decisions
+                .with_label_values(&[outcome])
+                .inc_by(n);
+        }
 
         tracing::debug!(messages = msgs.len(), "batch committed");
         // Durable in Postgres: now, and only now, settle the messages on JetStream.

@@ -81,11 +81,31 @@ pub async fn existing<C: GenericClient>(
     Ok(out)
 }
 
+/// The policy that decided a batch: its version goes with every entry, its text into
+/// ledger_policies the first time the version admits anything.
+pub struct PolicyRecord<'a> {
+    pub version: &'a str,
+    /// `Some` when this writer has not yet stored the version's text.
+    pub source: Option<&'a str>,
+}
+
 /// Write a planned batch inside `tx`. Bulk inserts go through UNNEST so a batch is a
 /// handful of statements whatever its size.
-pub async fn write_plan(tx: &Transaction<'_>, plan: &Plan) -> Result<(), DbError> {
+pub async fn write_plan(
+    tx: &Transaction<'_>,
+    plan: &Plan,
+    policy: &PolicyRecord<'_>,
+) -> Result<(), DbError> {
     if let Some(block) = &plan.block {
         insert_block(tx, block).await?;
+        if let Some(source) = policy.source {
+            tx.execute(
+                "INSERT INTO ledger_policies (version, source) VALUES ($1, $2) ON CONFLICT (version) DO NOTHING",
+                &[&policy.version, &source],
+            )
+            .await
+            .map_err(DbError::query("recording the policy version"))?;
+        }
         let height = block.header.height as i64;
         let n = plan.entries.len();
         let mut idx = Vec::with_capacity(n);
@@ -120,11 +140,11 @@ pub async fn write_plan(tx: &Transaction<'_>, plan: &Plan) -> Result<(), DbError
             }
         }
         tx.execute(
-            "INSERT INTO ledger_entries (idx, digest, producer, envelope, leaf, integrated_time, block_height, payload_type, predicate_type, keyid, stream_seq, warnings) \
-             SELECT i, d, p, e, l, t, $12, pt, pr, k, s, w \
+            "INSERT INTO ledger_entries (idx, digest, producer, envelope, leaf, integrated_time, block_height, payload_type, predicate_type, keyid, stream_seq, warnings, policy_version) \
+             SELECT i, d, p, e, l, t, $12, pt, pr, k, s, w, $13 \
              FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bytea[], $5::bytea[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::bigint[], $11::jsonb[]) \
                AS u(i, d, p, e, l, t, pt, pr, k, s, w)",
-            &[&idx, &digest, &producer, &envelope, &leaf, &itime, &ptype, &pred, &keyid, &seq, &warnings, &height],
+            &[&idx, &digest, &producer, &envelope, &leaf, &itime, &ptype, &pred, &keyid, &seq, &warnings, &height, &policy.version],
         )
         .await
         .map_err(DbError::query("inserting entries"))?;

@@ -3,6 +3,8 @@
 //!
 //! Checks run cheapest first, and the first failure is the verdict: subject → size →
 //! envelope → payload type → statement → producer registered → signatures → policy.
+//! Policy rules are evaluated in parallel with the signatures; rate limits, which
+//! depend on message order, are settled afterwards in one pass ([`settle`]).
 //! A well-signed copy of an entry already in the log is a duplicate; a badly signed one is
 //! rejected (the ledger never confirms anything to an invalid signer).
 
@@ -10,9 +12,12 @@ use std::collections::{BTreeSet, HashMap};
 
 use ace_core::envelope::{Envelope, IN_TOTO_PAYLOAD_TYPE};
 use ace_core::ids::{EnvelopeDigest, KeyId, ProducerId};
-use ace_core::keys::{verify_envelope, RegisteredKey};
+use ace_core::keys::{verify_signers, RegisteredKey};
 use ace_core::nats::Names;
-use ace_core::policy::{Policy, ProducerStatus};
+use ace_core::policy::{
+    check_producer_active, Candidate, Decision, Evaluation, Policy, ProducerStatus, RateLimiter,
+    Tally,
+};
 use ace_core::rejection::{Rejection, RejectionCode};
 use ace_core::statement::{Statement, Subject};
 use bytes::Bytes;
@@ -76,10 +81,28 @@ pub enum Parsed {
         pae: Vec<u8>,
         digest: EnvelopeDigest,
         statement: Option<Statement>,
+        /// Bytes as received.
+        size: usize,
     },
 }
 
-pub fn parse(names: &Names, policy: &Policy, max_bytes: usize, msg: &Incoming) -> Parsed {
+/// The deployment's payload type gate, applied before the payload is parsed.
+pub fn check_payload_type(allowed: &[String], payload_type: &str) -> Result<(), Rejection> {
+    if allowed.iter().any(|t| t == payload_type) {
+        Ok(())
+    } else {
+        Err(Rejection::new(
+            RejectionCode::UnsupportedPayloadType,
+            format!(
+                "payload type {payload_type:?} is not stored by this ledger (stored: {})",
+                allowed.join(", ")
+            ),
+        )
+        .with_field("payloadType"))
+    }
+}
+
+pub fn parse(names: &Names, allowed_types: &[String], max_bytes: usize, msg: &Incoming) -> Parsed {
     let token = names.producer_of(&msg.subject).unwrap_or(&msg.subject);
     let reject = |digest: Option<EnvelopeDigest>, rejection: Rejection| Parsed::Rejected {
         producer: token.to_string(),
@@ -118,7 +141,7 @@ pub fn parse(names: &Names, policy: &Policy, max_bytes: usize, msg: &Incoming) -
     };
     let pae = envelope.pae();
     let digest = EnvelopeDigest::from_pae(&pae);
-    if let Err(r) = policy.check_payload_type(&envelope.payload_type) {
+    if let Err(r) = check_payload_type(allowed_types, &envelope.payload_type) {
         return reject(Some(digest), r);
     }
     let statement = if envelope.payload_type == IN_TOTO_PAYLOAD_TYPE {
@@ -135,6 +158,7 @@ pub fn parse(names: &Names, policy: &Policy, max_bytes: usize, msg: &Incoming) -
         pae,
         digest,
         statement,
+        size: msg.payload.len(),
     }
 }
 
@@ -166,18 +190,28 @@ pub struct Registry {
     pub keys: HashMap<String, RegisteredKey>,
 }
 
-pub fn decide(parsed: Parsed, registry: &Registry, policy: &Policy, now_ms: i64) -> Verdict {
-    let (producer, envelope, pae, digest, statement) = match parsed {
+/// Everything but the rate limits: a rejection, or an envelope whose signatures verify
+/// with the policy's stateless rules evaluated.
+pub fn decide(
+    parsed: Parsed,
+    registry: &Registry,
+    policy: &Policy,
+    now_ms: i64,
+) -> (Verdict, Option<Evaluation>) {
+    let (producer, envelope, pae, digest, statement, size) = match parsed {
         Parsed::Rejected {
             producer,
             digest,
             rejection,
         } => {
-            return Verdict::Reject {
-                producer,
-                digest,
-                rejection,
-            }
+            return (
+                Verdict::Reject {
+                    producer,
+                    digest,
+                    rejection,
+                },
+                None,
+            )
         }
         Parsed::Ok {
             producer,
@@ -185,12 +219,18 @@ pub fn decide(parsed: Parsed, registry: &Registry, policy: &Policy, now_ms: i64)
             pae,
             digest,
             statement,
-        } => (producer, envelope, pae, digest, statement),
+            size,
+        } => (producer, envelope, pae, digest, statement, size),
     };
-    let reject = |digest: EnvelopeDigest, rejection: Rejection| Verdict::Reject {
-        producer: producer.as_str().to_string(),
-        digest: Some(digest),
-        rejection,
+    let reject = |digest: EnvelopeDigest, rejection: Rejection| {
+        (
+            Verdict::Reject {
+                producer: producer.as_str().to_string(),
+                digest: Some(digest),
+                rejection,
+            },
+            None,
+        )
     };
     let Some(status) = registry.producers.get(producer.as_str()).copied() else {
         return reject(
@@ -202,23 +242,32 @@ pub fn decide(parsed: Parsed, registry: &Registry, policy: &Policy, now_ms: i64)
             .with_field("subject"),
         );
     };
-    let keyid = match verify_envelope(&envelope, &pae, producer.as_str(), &registry.keys, now_ms) {
-        Ok(k) => k,
+    let signers = match verify_signers(&envelope, &pae, producer.as_str(), &registry.keys, now_ms) {
+        Ok(s) => s,
         Err(r) => return reject(digest, r),
     };
-    let warnings = match policy.evaluate(producer.as_str(), status, statement.as_ref()) {
-        Ok(w) => w,
-        Err(r) => return reject(digest, r),
-    };
-    Verdict::Admit(Admitted {
-        producer: producer.as_str().to_string(),
-        digest,
-        payload_type: envelope.payload_type,
-        predicate_type: statement.as_ref().map(|s| s.predicate_type.clone()),
-        subjects: statement.as_ref().map(|s| s.subjects()).unwrap_or_default(),
-        keyid,
-        warnings,
-    })
+    if let Err(r) = check_producer_active(producer.as_str(), status) {
+        return reject(digest, r);
+    }
+    let evaluation = policy.evaluate(&Candidate {
+        producer: producer.as_str(),
+        payload_type: &envelope.payload_type,
+        envelope_bytes: size,
+        statement: statement.as_ref(),
+        valid_signatures: signers.valid_keys,
+    });
+    (
+        Verdict::Admit(Admitted {
+            producer: producer.as_str().to_string(),
+            digest,
+            payload_type: envelope.payload_type,
+            predicate_type: statement.as_ref().map(|s| s.predicate_type.clone()),
+            subjects: statement.as_ref().map(|s| s.subjects()).unwrap_or_default(),
+            keyid: signers.keyid,
+            warnings: Vec::new(),
+        }),
+        Some(evaluation),
+    )
 }
 
 /// Decide a whole batch; signature verification is spread over the CPU cores.
@@ -227,21 +276,56 @@ pub fn decide_all(
     registry: &Registry,
     policy: &Policy,
     now_ms: i64,
-) -> Vec<Verdict> {
+) -> Vec<(Verdict, Option<Evaluation>)> {
     parsed
         .into_par_iter()
         .map(|p| decide(p, registry, policy, now_ms))
         .collect()
 }
 
+/// Settle the rate limits in message order and turn each evaluation into the policy's
+/// decision: a deny becomes a `policy_denied` rejection, warnings go with the entry.
+pub fn settle(
+    decided: Vec<(Verdict, Option<Evaluation>)>,
+    policy: &Policy,
+    limiter: &mut RateLimiter,
+    now_ms: i64,
+) -> (Vec<Verdict>, Tally) {
+    let mut tally = Tally::default();
+    let verdicts = decided
+        .into_iter()
+        .map(|(verdict, evaluation)| match (verdict, evaluation) {
+            (Verdict::Admit(mut a), Some(mut e)) => {
+                limiter.settle(policy, &a.producer, &mut e, now_ms);
+                let decision = policy.decide(&e);
+                tally.add(policy, &e, &decision);
+                match decision {
+                    Decision::Allow => Verdict::Admit(a),
+                    Decision::Warn(w) => {
+                        a.warnings = w;
+                        Verdict::Admit(a)
+                    }
+                    Decision::Deny(rejection) => Verdict::Reject {
+                        producer: a.producer,
+                        digest: Some(a.digest),
+                        rejection,
+                    },
+                }
+            }
+            (v, _) => v,
+        })
+        .collect();
+    (verdicts, tally)
+}
+
 pub fn parse_all(
     names: &Names,
-    policy: &Policy,
+    allowed_types: &[String],
     max_bytes: usize,
     msgs: &[Incoming],
 ) -> Vec<Parsed> {
     msgs.par_iter()
-        .map(|m| parse(names, policy, max_bytes, m))
+        .map(|m| parse(names, allowed_types, max_bytes, m))
         .collect()
 }
 
@@ -279,7 +363,7 @@ mod tests {
     #[test]
     fn cheap_checks_come_first() {
         let names = Names::new("ace").unwrap();
-        let policy = Policy::default();
+        let policy = vec![IN_TOTO_PAYLOAD_TYPE.to_string()];
         let key = SigningKey::from_bytes(&[3u8; 32]);
         let good = Envelope::sign(IN_TOTO_PAYLOAD_TYPE, &statement(), &key).to_json();
         // A bad subject wins over everything else, even a huge non-JSON payload.
@@ -336,23 +420,30 @@ mod tests {
         let parsed = || {
             parse(
                 &names,
-                &Policy::default(),
+                &[IN_TOTO_PAYLOAD_TYPE.to_string()],
                 1 << 20,
                 &msg("ace.intake.acme", raw.clone()),
             )
         };
         let mut reg = Registry::default();
+        let builtin = Policy::builtin();
+        let run = |reg: &Registry, policy: &Policy| {
+            let decided = vec![decide(parsed(), reg, policy, 0)];
+            settle(decided, policy, &mut RateLimiter::new(), 0)
+                .0
+                .remove(0)
+        };
         let verdict_code = |v: Verdict| match v {
             Verdict::Reject { rejection, .. } => Some(rejection.code),
             Verdict::Admit(_) => None,
         };
         assert_eq!(
-            verdict_code(decide(parsed(), &reg, &Policy::default(), 0)),
+            verdict_code(run(&reg, &builtin)),
             Some(RejectionCode::UnknownProducer)
         );
         reg.producers.insert("acme".into(), ProducerStatus::Active);
         assert_eq!(
-            verdict_code(decide(parsed(), &reg, &Policy::default(), 0)),
+            verdict_code(run(&reg, &builtin)),
             Some(RejectionCode::UnknownKey)
         );
         let vk = key.verifying_key();
@@ -368,7 +459,7 @@ mod tests {
                 revoked_at_ms: None,
             },
         );
-        match decide(parsed(), &reg, &Policy::default(), 0) {
+        match run(&reg, &builtin) {
             Verdict::Admit(a) => {
                 assert_eq!(a.keyid, id);
                 assert_eq!(a.subjects.len(), 1);
@@ -379,18 +470,21 @@ mod tests {
             }
             Verdict::Reject { rejection, .. } => panic!("{rejection}"),
         }
-        let strict = Policy {
-            allowed_predicate_types: vec!["https://example.com/".into()],
-            ..Policy::default()
-        };
-        assert_eq!(
-            verdict_code(decide(parsed(), &reg, &strict, 0)),
-            Some(RejectionCode::PolicyDenied)
-        );
+        let strict = Policy::parse(
+            "[[rule]]\nid = \"ours\"\nkind = \"predicate_types\"\nmode = \"deny\"\nallow = [\"https://example.com/*\"]\n",
+        )
+        .unwrap();
+        match run(&reg, &strict) {
+            Verdict::Reject { rejection, .. } => {
+                assert_eq!(rejection.code, RejectionCode::PolicyDenied);
+                assert!(rejection.detail.starts_with("rule ours (predicate_types)"));
+            }
+            Verdict::Admit(_) => panic!("admitted against the policy"),
+        }
         reg.producers
             .insert("acme".into(), ProducerStatus::Suspended);
         assert_eq!(
-            verdict_code(decide(parsed(), &reg, &Policy::default(), 0)),
+            verdict_code(run(&reg, &builtin)),
             Some(RejectionCode::PolicyDenied)
         );
     }

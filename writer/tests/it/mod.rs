@@ -3,8 +3,11 @@ pub mod support;
 
 mod crash;
 mod dedupe;
+mod hostile;
 mod intake;
 mod leader;
+mod natskill;
 mod outage;
+mod policy;
 mod rejections;
 mod roles;

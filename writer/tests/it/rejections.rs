@@ -56,7 +56,9 @@ async fn every_rejection_code_lands_in_the_dlq_with_its_reason() {
 
     let mut cfg = l.writer_config();
     cfg.max_envelope_bytes = 4096;
-    cfg.policy.allowed_predicate_types = vec!["https://slsa.dev/".into()];
+    cfg.policy_file = Some(l.write_policy(
+        "[[rule]]\nid = \"slsa-only\"\nkind = \"predicate_types\"\nmode = \"deny\"\nallow = [\"https://slsa.dev/*\"]\n",
+    ));
     let w = l.spawn_writer(cfg);
     let mut acks = l.ack_stream().await;
     let mut dlq_notices = l
@@ -104,7 +106,7 @@ async fn every_rejection_code_lands_in_the_dlq_with_its_reason() {
         Case { name: "revoked", producer: "acme", raw: sign(&good(4), &revoked), code: RejectionCode::KeyRevoked, field: "", detail: revoked_id.as_str().to_string() },
         Case { name: "expired", producer: "acme", raw: sign(&good(5), &expired), code: RejectionCode::KeyExpired, field: "", detail: expired_id.as_str().to_string() },
         Case { name: "bad signature", producer: "acme", raw: bad_sig.to_json(), code: RejectionCode::BadSignature, field: "", detail: String::new() },
-        Case { name: "policy", producer: "acme", raw: sign(&other_predicate, l.key("acme")), code: RejectionCode::PolicyDenied, field: "predicateType", detail: "allowed_predicate_types".into() },
+        Case { name: "policy", producer: "acme", raw: sign(&other_predicate, l.key("acme")), code: RejectionCode::PolicyDenied, field: "predicateType", detail: "rule slsa-only (predicate_types)".into() },
     ];
     let mut by_seq = HashMap::new();
     for (i, c) in cases.iter().enumerate() {

@@ -85,6 +85,7 @@ fn first_col(table: &str) -> &'static str {
         "ledger_tiles" => "level",
         "ledger_blocks" => "height",
         "anchor_receipts" => "id",
+        "ledger_policies" => "version",
         _ => "idx",
     }
 }

@@ -12,64 +12,14 @@ use ace_core::ack::Ack;
 use ace_core::checkpoint::NoteSigner;
 use ace_core::envelope::{Envelope, IN_TOTO_PAYLOAD_TYPE};
 use ace_core::ids::KeyId;
-use ace_core::nats::{InitOptions, Names};
 use ace_writer::Config;
-use async_nats::jetstream;
 use ed25519_dalek::SigningKey;
 use futures::StreamExt;
 use rand::Rng;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-pub const NATS_URL: &str = "nats://127.0.0.1:4222";
-
-pub use ace_testkit::{check_log, unique, TestDb};
-
-/// Streams and consumer under a unique prefix on a NATS server, deleted at the end.
-pub struct TestNats {
-    pub url: String,
-    pub names: Names,
-    pub client: async_nats::Client,
-    pub js: jetstream::Context,
-}
-
-impl TestNats {
-    pub async fn new() -> TestNats {
-        Self::with(NATS_URL, InitOptions::default()).await
-    }
-
-    pub async fn with(url: &str, opts: InitOptions) -> TestNats {
-        let names = Names::new(&unique("t")).unwrap();
-        let client = async_nats::connect(url)
-            .await
-            .unwrap_or_else(|e| panic!("the test NATS server at {url} is needed: {e}"));
-        let js = jetstream::new(client.clone());
-        ace_core::nats::init(&js, &names, &opts).await.unwrap();
-        TestNats {
-            url: url.into(),
-            names,
-            client,
-            js,
-        }
-    }
-}
-
-impl Drop for TestNats {
-    fn drop(&mut self) {
-        let js = self.js.clone();
-        let streams = [
-            self.names.intake_stream(),
-            self.names.acks_stream(),
-            self.names.dlq_stream(),
-            self.names.checkpoints_stream(),
-        ];
-        ace_testkit::run_detached(async move {
-            for s in streams {
-                let _ = js.delete_stream(&s).await;
-            }
-        });
-    }
-}
+pub use ace_testkit::{check_log, unique, TestDb, TestNats, NATS_URL};
 
 /// A ledger under test: database, streams, ledger key, registered producers.
 pub struct Ledger {
@@ -116,11 +66,24 @@ impl Ledger {
             batch_max_entries: 1000,
             batch_max_delay: Duration::from_millis(50),
             max_envelope_bytes: 512 * 1024,
-            policy: ace_core::policy::Policy::default(),
+            allowed_payload_types: vec![IN_TOTO_PAYLOAD_TYPE.to_string()],
+            policy_file: None,
+            policy_poll: Duration::from_millis(100),
             standby_poll: Duration::from_millis(200),
             retry_max: Duration::from_millis(1000),
             nak_delay: Duration::from_millis(200),
         }
+    }
+
+    /// Write (or overwrite) the policy file of this ledger; returns its path.
+    pub fn write_policy(&self, text: &str) -> PathBuf {
+        let path = self.dir.join("policy.toml");
+        // Write then rename, as an operator's tooling would, so that a poll never reads
+        // half a file.
+        let tmp = self.dir.join("policy.toml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        path
     }
 
     /// Register a producer with one fresh key.
@@ -148,9 +111,22 @@ impl Ledger {
 
     /// Run the writer binary as a child process (for SIGKILL and SIGTERM tests).
     pub fn spawn_writer_process(&self, listen_port: u16) -> WriterProcess {
+        self.spawn_writer_process_with(listen_port, &[], None)
+    }
+
+    /// The writer binary with `extra` settings, its stdout (the log) into `log` if given.
+    pub fn spawn_writer_process_with(
+        &self,
+        listen_port: u16,
+        extra: &[(&str, String)],
+        log: Option<&std::path::Path>,
+    ) -> WriterProcess {
         let cfg = self.writer_config();
-        Command::new(env!("CARGO_BIN_EXE_ace-writer"))
-            .env_clear()
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ace-writer"));
+        if let Some(path) = log {
+            cmd.stdout(std::fs::File::create(path).expect("creating the writer log"));
+        }
+        cmd.env_clear()
             .env("ACE_NATS_URL", &cfg.nats_url)
             .env("ACE_DATABASE_URL", cfg.database_url.expose())
             .env("ACE_PREFIX", &cfg.prefix)
@@ -163,6 +139,7 @@ impl Ledger {
                 "ACE_LOG",
                 std::env::var("ACE_TEST_WRITER_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            .envs(extra.iter().map(|(k, v)| (k, v)))
             .spawn()
             .map(|c| WriterProcess(Some(c)))
             .expect("spawning ace-writer")
@@ -301,6 +278,17 @@ impl WriterProcess {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Send a signal by name (`HUP`, `TERM`) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("running kill")
+            .success();
+        assert!(ok, "kill -{name} {} failed", self.pid());
     }
 
     pub fn pid(&self) -> u32 {

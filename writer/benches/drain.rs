@@ -1,0 +1,416 @@
+//! Intake throughput on the real NATS and Postgres (issue 8), in one run:
+//! 1. the bare reference pipeline drains a stream of N pre-signed envelopes: pull 500,
+//!    verify their signatures (all cores), insert them in one transaction with one
+//!    multi-row insert, ack;
+//! 2. the real writer (`ace-writer`, a release process with its default settings) drains
+//!    an identical stream, from its start to the last envelope committed and acked;
+//! 3. live: publishing at a fixed offered rate while the writer runs, publish → ack
+//!    latency.
+//!
+//! Prints envelopes/s, the ratio, and the writer's CPU time and peak memory (getrusage of
+//! the child). `cargo bench -p ace-writer --bench drain`; `ACE_BENCH_ENVELOPES` (default
+//! 20000), `ACE_BENCH_LIVE_RATE` (5000/s), `ACE_BENCH_LIVE_SECS` (10).
+
+use std::collections::HashMap;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use ace_core::checkpoint::NoteSigner;
+use ace_core::envelope::{Envelope, IN_TOTO_PAYLOAD_TYPE};
+use ace_core::ids::KeyId;
+use ace_testkit::{TestDb, TestNats};
+use async_nats::jetstream::{self, consumer::pull};
+use ed25519_dalek::{SigningKey, Verifier};
+use futures::StreamExt;
+use rayon::prelude::*;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const PRODUCERS: usize = 8;
+
+fn env_or(var: &str, default: u64) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn keys() -> Vec<SigningKey> {
+    (0..PRODUCERS)
+        .map(|i| SigningKey::from_bytes(&[i as u8 + 11; 32]))
+        .collect()
+}
+
+/// `n` signed in-toto envelopes (producer, bytes), distinct per `salt`.
+fn envelopes(keys: &[SigningKey], n: usize, salt: &str) -> Vec<(String, Vec<u8>)> {
+    (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let p = i % PRODUCERS;
+            let st = serde_json::json!({
+                "_type": "https://in-toto.io/Statement/v1",
+                "subject": [{"name": format!("pkg:oci/app-{p}/build-{salt}-{i}"),
+                             "digest": {"sha256": format!("{:064x}", i)}}],
+                "predicateType": "https://slsa.dev/provenance/v1",
+                "predicate": {"buildDefinition": {"buildType": "https://example.com/b", "externalParameters": {"n": i}},
+                              "runDetails": {"builder": {"id": "https://ci.example.com"}}}
+            });
+            let payload = serde_json::to_vec(&st).expect("json");
+            let env = Envelope::sign(IN_TOTO_PAYLOAD_TYPE, &payload, &keys[p]);
+            (format!("p{p}"), env.to_json())
+        })
+        .collect()
+}
+
+/// Publish with pipelined confirmations, 1000 in flight.
+async fn fill(nats: &TestNats, items: &[(String, Vec<u8>)]) {
+    for chunk in items.chunks(1000) {
+        let mut acks = Vec::with_capacity(chunk.len());
+        for (producer, raw) in chunk {
+            acks.push(
+                nats.js
+                    .publish(nats.names.intake_subject(producer), raw.clone().into())
+                    .await
+                    .expect("publish"),
+            );
+        }
+        for a in acks {
+            a.await.expect("stored");
+        }
+    }
+}
+
+async fn register(db: &TestDb, keys: &[SigningKey]) {
+    let c = db.admin().await;
+    for (i, k) in keys.iter().enumerate() {
+        let producer = format!("p{i}");
+        c.execute("INSERT INTO producers (producer) VALUES ($1)", &[&producer])
+            .await
+            .expect("producer");
+        let keyid = KeyId::from_public_key(&k.verifying_key());
+        c.execute(
+            "INSERT INTO producer_keys (keyid, producer, public_key, valid_from) VALUES ($1, $2, $3, now() - interval '1 hour')",
+            &[&keyid.as_str(), &producer, &k.verifying_key().as_bytes().as_slice()],
+        )
+        .await
+        .expect("key");
+    }
+}
+
+/// The denominator: pull 500, verify, one multi-row insert, commit, ack.
+async fn reference(nats: &TestNats, db: &TestDb, keys: &[SigningKey], n: usize) -> Duration {
+    let mut c = db.admin().await;
+    c.batch_execute(
+        "CREATE TABLE ref_entries (digest text PRIMARY KEY, producer text NOT NULL, envelope bytea NOT NULL)",
+    )
+    .await
+    .expect("table");
+    let by_keyid: HashMap<String, ed25519_dalek::VerifyingKey> = keys
+        .iter()
+        .map(|k| {
+            (
+                KeyId::from_public_key(&k.verifying_key())
+                    .as_str()
+                    .to_string(),
+                k.verifying_key(),
+            )
+        })
+        .collect();
+    let stream = nats
+        .js
+        .get_stream(nats.names.intake_stream())
+        .await
+        .expect("stream");
+    let consumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("REF".into()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            max_ack_pending: 10_000,
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+    let started = Instant::now();
+    let mut done = 0;
+    while done < n {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(500)
+            .expires(Duration::from_millis(200))
+            .messages()
+            .await
+            .expect("fetch");
+        let mut msgs = Vec::new();
+        while let Some(m) = batch.next().await {
+            msgs.push(m.expect("message"));
+        }
+        if msgs.is_empty() {
+            continue;
+        }
+        let rows: Vec<(String, String, Vec<u8>)> = msgs
+            .par_iter()
+            .map(|m| {
+                let env = Envelope::parse(&m.payload).expect("envelope");
+                let pae = env.pae();
+                for s in &env.signatures {
+                    let key = &by_keyid[&s.keyid];
+                    let sig = ed25519_dalek::Signature::from_slice(&s.sig).expect("sig");
+                    key.verify(&pae, &sig).expect("verifies");
+                }
+                let producer = m.subject.rsplit('.').next().unwrap_or_default().to_string();
+                (
+                    env.digest().as_str().to_string(),
+                    producer,
+                    m.payload.to_vec(),
+                )
+            })
+            .collect();
+        let (d, p, e): (Vec<&str>, Vec<&str>, Vec<&[u8]>) = rows
+            .iter()
+            .map(|(d, p, e)| (d.as_str(), p.as_str(), e.as_slice()))
+            .fold((vec![], vec![], vec![]), |mut acc, (d, p, e)| {
+                acc.0.push(d);
+                acc.1.push(p);
+                acc.2.push(e);
+                acc
+            });
+        let tx = c.transaction().await.expect("tx");
+        tx.execute(
+            "INSERT INTO ref_entries SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])",
+            &[&d, &p, &e],
+        )
+        .await
+        .expect("insert");
+        tx.commit().await.expect("commit");
+        let acks = futures::future::join_all(msgs.iter().map(|m| m.ack())).await;
+        assert!(acks.iter().all(|a| a.is_ok()));
+        done += msgs.len();
+    }
+    started.elapsed()
+}
+
+struct Writer {
+    child: Child,
+    listen: String,
+}
+
+fn spawn_writer(db: &TestDb, nats: &TestNats, key_file: &std::path::Path, port: u16) -> Writer {
+    let listen = format!("127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_ace-writer"))
+        .env_clear()
+        .env("ACE_NATS_URL", &nats.url)
+        .env("ACE_DATABASE_URL", db.url("ace_writer"))
+        .env("ACE_PREFIX", nats.names.prefix())
+        .env("ACE_LEDGER_KEY_FILE", key_file)
+        .env("ACE_WRITER_LISTEN", &listen)
+        .env("ACE_LOG", "warn")
+        .spawn()
+        .expect("spawning ace-writer");
+    Writer { child, listen }
+}
+
+impl Writer {
+    /// SIGTERM, wait: CPU time and peak RSS of the process (getrusage of children).
+    fn stop(mut self) -> (Duration, u64) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+        // SAFETY: getrusage writes into the struct it is given and nothing else.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+        let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+        (tv(ru.ru_utime) + tv(ru.ru_stime), ru.ru_maxrss as u64)
+    }
+}
+
+async fn tree_size(c: &tokio_postgres::Client) -> u64 {
+    c.query_one("SELECT coalesce(max(tree_size), 0) FROM ledger_blocks", &[])
+        .await
+        .map(|r| r.get::<_, i64>(0) as u64)
+        .unwrap_or(0)
+}
+
+async fn unacked(nats: &TestNats) -> u64 {
+    let mut consumer: jetstream::consumer::Consumer<pull::Config> = nats
+        .js
+        .get_consumer_from_stream(ace_core::nats::WRITER_CONSUMER, nats.names.intake_stream())
+        .await
+        .expect("writer consumer");
+    consumer
+        .info()
+        .await
+        .map(|i| i.num_pending + i.num_ack_pending as u64)
+        .unwrap_or(u64::MAX)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(bench());
+}
+
+async fn bench() {
+    let n = env_or("ACE_BENCH_ENVELOPES", 20_000) as usize;
+    let rate = env_or("ACE_BENCH_LIVE_RATE", 5000);
+    let live_secs = env_or("ACE_BENCH_LIVE_SECS", 10);
+    let keys = keys();
+    let t = Instant::now();
+    let items = envelopes(&keys, n, "drain");
+    println!(
+        "signed {n} envelopes in {:.1} s (not measured)",
+        t.elapsed().as_secs_f64()
+    );
+
+    // 1. Reference.
+    let (db, nats) = (TestDb::new().await, TestNats::new().await);
+    fill(&nats, &items).await;
+    let r = reference(&nats, &db, &keys, n).await;
+    let ref_rate = n as f64 / r.as_secs_f64();
+    println!(
+        "reference pipeline: {n} envelopes in {:.2} s = {ref_rate:.0} envelopes/s",
+        r.as_secs_f64()
+    );
+    drop((db, nats));
+
+    // 2. The writer.
+    let (db, nats) = (TestDb::new().await, TestNats::new().await);
+    register(&db, &keys).await;
+    let dir = std::env::temp_dir().join(ace_testkit::unique("ace-drain-"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let key_file = dir.join("ledger.key");
+    let signer = NoteSigner::generate("bench.example/drain").expect("key");
+    std::fs::write(&key_file, signer.to_key_file()).expect("key file");
+    fill(&nats, &items).await;
+    let admin = db.admin().await;
+    let started = Instant::now();
+    let w = spawn_writer(&db, &nats, &key_file, free_port());
+    while tree_size(&admin).await < n as u64 || unacked(&nats).await > 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let d = started.elapsed();
+    let (cpu, maxrss_kb) = w.stop();
+    let w_rate = n as f64 / d.as_secs_f64();
+    println!(
+        "writer drain:       {n} envelopes in {:.2} s = {w_rate:.0} envelopes/s (from process start, so start-up included)",
+        d.as_secs_f64()
+    );
+    println!(
+        "  ratio writer / reference: {:.2}; writer CPU {:.1} s ({:.0}% of one core over the drain), peak RSS {} MiB",
+        w_rate / ref_rate,
+        cpu.as_secs_f64(),
+        cpu.as_secs_f64() / d.as_secs_f64() * 100.0,
+        maxrss_kb / 1024
+    );
+
+    // 3. Live: offered load, publish → ack latency.
+    let port = free_port();
+    let w = spawn_writer(&db, &nats, &key_file, port);
+    wait_ready(&w.listen).await;
+    let live_n = (rate * live_secs) as usize;
+    let live = envelopes(&keys, live_n, "live");
+    let mut acks = nats
+        .client
+        .subscribe(format!("{}.ack.>", nats.names.prefix()))
+        .await
+        .expect("ack subscription");
+    let collector = tokio::spawn(async move {
+        let mut got: HashMap<String, Instant> = HashMap::with_capacity(live_n);
+        while got.len() < live_n {
+            match tokio::time::timeout(Duration::from_secs(30), acks.next()).await {
+                Ok(Some(m)) => {
+                    if let Ok(a) = serde_json::from_slice::<serde_json::Value>(&m.payload) {
+                        if let Some(d) = a["digest"].as_str() {
+                            got.insert(d.to_string(), Instant::now());
+                        }
+                    }
+                }
+                _ => break,
+            }
+        }
+        got
+    });
+    let mut sent: HashMap<String, Instant> = HashMap::with_capacity(live_n);
+    let tick = Duration::from_millis(10);
+    let per_tick = (rate as usize / 100).max(1);
+    // JetStream confirmations are awaited as they come, by another task: the client caps
+    // the publishes awaiting one, and a producer keeps up with its own.
+    let (confirm_tx, mut confirm_rx) =
+        tokio::sync::mpsc::unbounded_channel::<jetstream::context::PublishAckFuture>();
+    let confirmer = tokio::spawn(async move {
+        while let Some(f) = confirm_rx.recv().await {
+            f.await.expect("stored");
+        }
+    });
+    let t0 = Instant::now();
+    for (i, chunk) in live.chunks(per_tick).enumerate() {
+        tokio::time::sleep_until((t0 + tick * i as u32).into()).await;
+        for (producer, raw) in chunk {
+            let digest = Envelope::parse(raw)
+                .expect("envelope")
+                .digest()
+                .as_str()
+                .to_string();
+            sent.insert(digest, Instant::now());
+            let _ = confirm_tx.send(
+                nats.js
+                    .publish(nats.names.intake_subject(producer), raw.clone().into())
+                    .await
+                    .expect("publish"),
+            );
+        }
+    }
+    let offered = live_n as f64 / t0.elapsed().as_secs_f64();
+    drop(confirm_tx);
+    confirmer.await.expect("confirmations");
+    let got = collector.await.expect("collector");
+    let _ = w.stop();
+    let mut lat: Vec<Duration> = sent
+        .iter()
+        .filter_map(|(d, s)| got.get(d).map(|a| a.saturating_duration_since(*s)))
+        .collect();
+    lat.sort_unstable();
+    if lat.is_empty() {
+        println!("live: no acks received");
+        return;
+    }
+    println!(
+        "live at {offered:.0} envelopes/s offered for {live_secs} s: {} of {live_n} acked; publish → ack p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        lat.len(),
+        percentile(&lat, 0.5).as_secs_f64() * 1e3,
+        percentile(&lat, 0.99).as_secs_f64() * 1e3,
+        lat[lat.len() - 1].as_secs_f64() * 1e3
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Wait until the writer at `listen` answers /readyz 200 (it leads).
+async fn wait_ready(listen: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(listen).await {
+            let _ = s
+                .write_all(b"GET /readyz HTTP/1.0\r\nHost: x\r\n\r\n")
+                .await;
+            let mut buf = Vec::new();
+            let _ = s.read_to_end(&mut buf).await;
+            if buf.starts_with(b"HTTP/1.0 200") || buf.starts_with(b"HTTP/1.1 200") {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the writer at {listen} did not become ready");
+}
