@@ -9,7 +9,8 @@
 //!
 //! Prints envelopes/s, the ratio, and the writer's CPU time and peak memory (getrusage of
 //! the child). `cargo bench -p ace-writer --bench drain`; `ACE_BENCH_ENVELOPES` (default
-//! 20000), `ACE_BENCH_LIVE_RATE` (5000/s), `ACE_BENCH_LIVE_SECS` (10).
+//! 20000), `ACE_BENCH_LIVE_RATE` (5000/s), `ACE_BENCH_LIVE_SECS` (10),
+//! `ACE_BENCH_WRITER_LOG` (the writer's ACE_LOG, default warn).
 
 use std::collections::HashMap;
 use std::process::{Child, Command};
@@ -204,7 +205,11 @@ fn spawn_writer(db: &TestDb, nats: &TestNats, key_file: &std::path::Path, port: 
         .env("ACE_PREFIX", nats.names.prefix())
         .env("ACE_LEDGER_KEY_FILE", key_file)
         .env("ACE_WRITER_LISTEN", &listen)
-        .env("ACE_LOG", "warn")
+        // ACE_BENCH_WRITER_LOG=ace_writer=debug shows each block's stage timings.
+        .env(
+            "ACE_LOG",
+            std::env::var("ACE_BENCH_WRITER_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .spawn()
         .expect("spawning ace-writer");
     Writer { child, listen }

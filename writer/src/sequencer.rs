@@ -27,7 +27,7 @@ use crate::http::{self, Role, Status};
 use crate::metrics::{Metrics, UNKNOWN_PRODUCER_LABEL};
 use crate::store;
 use crate::verify::{self, Incoming, Registry, Verdict};
-use ace_core::policy::{Policy, RateLimiter};
+use ace_core::policy::{Policy, RateLimiter, Tally};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriterError {
@@ -229,17 +229,72 @@ fn load_signer(cfg: &Config) -> Result<NoteSigner, WriterError> {
 struct Writer {
     cfg: Config,
     names: Names,
-    signer: NoteSigner,
+    signer_name: String,
     metrics: Arc<Metrics>,
     status: Arc<Status>,
-    js: jetstream::Context,
     consumer: PullConsumer,
     faults: FaultLog,
+    decider: Decider,
+    committer: Committer,
+}
+
+/// The first stage of the pipeline: take a batch off the intake and decide every message
+/// (parse, registry, signatures, policy). It runs while the previous batch commits.
+struct Decider {
+    names: Names,
+    allowed_payload_types: Vec<String>,
+    max_envelope_bytes: usize,
+    batch_max_entries: usize,
+    batch_max_delay: Duration,
     policy: watch::Receiver<Arc<Policy>>,
     limiter: RateLimiter,
+}
+
+/// A batch taken off the intake and decided, waiting for its transaction.
+struct Prepared {
+    msgs: Vec<jetstream::Message>,
+    incoming: Vec<Incoming>,
+    verdicts: Vec<Verdict>,
+    tally: Tally,
+    /// The policy snapshot that decided this batch.
+    policy: Arc<Policy>,
+    now_ms: i64,
+    taken: Instant,
+    registry_read: Duration,
+    decided: Duration,
+}
+
+/// What the first stage came back with.
+enum Next {
+    /// Nothing to take in the last second, or the stage was not run.
+    Idle,
+    Shutdown,
+    /// The pull subscription failed; nothing was taken.
+    Nats(String),
+    Ready(Box<Prepared>),
+    /// Taken but not decided (Postgres failed while reading the registry): the messages
+    /// go back to JetStream.
+    Failed(Vec<jetstream::Message>, BatchError),
+}
+
+/// The second stage: one transaction per batch on the lock's connection, then the
+/// JetStream acks and producers' acks, sent in the background so that the next batch's
+/// transaction does not wait for them.
+struct Committer {
+    signer: NoteSigner,
+    metrics: Arc<Metrics>,
+    names: Names,
+    js: jetstream::Context,
+    nak_delay: Duration,
     /// The policy version whose text this writer has stored in ledger_policies.
     recorded_policy: Option<String>,
+    /// Acks of committed batches still going out; bounded so a slow NATS slows intake
+    /// instead of piling up tasks.
+    settling: std::collections::VecDeque<tokio::task::JoinHandle<()>>,
 }
+
+/// How many committed batches may have their acks in flight at once.
+const SETTLING_MAX: usize = 2;
 
 /// Run the writer until `shutdown` turns true. A batch in flight when it does is finished
 /// (committed and acked) or, if it cannot be, abandoned uncommitted for redelivery.
@@ -311,17 +366,31 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<(),
     })?;
 
     let mut w = Writer {
-        cfg,
-        names,
-        signer,
-        metrics,
+        names: names.clone(),
+        signer_name: signer.name().to_string(),
         status,
-        js,
         consumer,
         faults,
-        policy,
-        limiter: RateLimiter::new(),
-        recorded_policy: None,
+        decider: Decider {
+            names: names.clone(),
+            allowed_payload_types: cfg.allowed_payload_types.clone(),
+            max_envelope_bytes: cfg.max_envelope_bytes,
+            batch_max_entries: cfg.batch_max_entries,
+            batch_max_delay: cfg.batch_max_delay,
+            policy,
+            limiter: RateLimiter::new(),
+        },
+        committer: Committer {
+            signer,
+            metrics: metrics.clone(),
+            names,
+            js,
+            nak_delay: cfg.nak_delay,
+            recorded_policy: None,
+            settling: Default::default(),
+        },
+        metrics,
+        cfg,
     };
     let nats_status = w.status.clone();
     let mut nats_events = shutdown.clone();
@@ -350,7 +419,7 @@ impl Writer {
         let mut backoff = Backoff::new(self.cfg.retry_max);
         let url = self.cfg.database_url.expose().to_string();
         let forbidden = forbidden();
-        let key = lock_key(self.signer.name());
+        let key = lock_key(&self.signer_name);
         while !*shutdown.borrow() {
             let mut pg = match db::connect(&url).await {
                 Ok(c) => c,
@@ -443,7 +512,10 @@ impl Writer {
         }
     }
 
-    /// Inner loop while holding the lock.
+    /// Inner loop while holding the lock: a two-stage pipeline. While batch N commits on
+    /// the lock's connection, batch N+1 is taken off the intake and decided, reading the
+    /// registry on a second connection. Only the commit stage touches the log, in order,
+    /// so the log is exactly what the sequential loop would have written.
     async fn lead(
         &mut self,
         pg: &mut Client,
@@ -452,7 +524,7 @@ impl Writer {
         let mut state = match store::load_state(&*pg).await? {
             Some(s) => s,
             None => {
-                let genesis = batch::genesis(now_ms(), &self.signer)?;
+                let genesis = batch::genesis(now_ms(), &self.committer.signer)?;
                 store::ensure_genesis(pg, &genesis).await?;
                 store::load_state(&*pg).await?.ok_or_else(|| {
                     BatchError::Fatal("genesis block missing after writing it".into())
@@ -468,14 +540,37 @@ impl Writer {
             height = state.last_block.height,
             "log state loaded"
         );
+        // Producers and keys are read on their own connection so that the next batch can
+        // be decided while this one's transaction holds the lock's connection.
+        let reads = db::connect(self.cfg.database_url.expose()).await?;
+        let outcome = self.pipeline(pg, &reads, &mut state, shutdown).await;
+        self.committer.settled().await;
+        outcome
+    }
+
+    async fn pipeline(
+        &mut self,
+        pg: &mut Client,
+        reads: &Client,
+        state: &mut LogState,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), BatchError> {
         let mut nats_backoff = Backoff::new(self.cfg.retry_max);
         // One long-lived pull subscription while leading: the client keeps pull requests
         // topped up and watches heartbeats, and batches are cut here by size or delay.
         // (Short-lived pull requests with a 50 ms expiry stalled on nats-server 2.9 once
         // redeliveries were pending: the server did not answer their expiry.)
         let mut intake: Option<PullStream> = None;
+        let mut ready: Option<Box<Prepared>> = None;
         loop {
-            if intake.is_none() {
+            let stopping = *shutdown.borrow();
+            if stopping && ready.is_none() {
+                if let Some(stream) = intake.as_mut() {
+                    release_prefetched(stream, self.cfg.batch_max_entries).await;
+                }
+                return Ok(());
+            }
+            if intake.is_none() && !stopping {
                 match self.open_intake().await {
                     Ok(s) => intake = Some(s),
                     Err(e) => {
@@ -484,33 +579,47 @@ impl Writer {
                             .with_label_values(&["nats"])
                             .inc();
                         self.faults.fault("nats", &e);
-                        nats_backoff.wait(shutdown).await;
-                        if *shutdown.borrow() {
-                            return Ok(());
+                        if ready.is_none() {
+                            nats_backoff.wait(shutdown).await;
+                            continue;
                         }
-                        continue;
                     }
                 }
             }
-            let Some(stream) = intake.as_mut() else {
-                continue;
+            // Commit the decided batch (if any) while taking and deciding the next one.
+            let (decider, committer) = (&mut self.decider, &mut self.committer);
+            let take = async {
+                match intake.as_mut() {
+                    Some(stream) if !stopping => decider.next(stream, reads, shutdown).await,
+                    _ => Next::Idle,
+                }
             };
-            let msgs = tokio::select! {
-                biased;
-                _ = shutdown.wait_for(|s| *s) => None,
-                r = next_batch(stream, self.cfg.batch_max_entries, self.cfg.batch_max_delay) => Some(r),
+            let (committed, next) = match ready.take() {
+                Some(current) => {
+                    let (c, n) = tokio::join!(committer.commit(pg, state, *current), take);
+                    (Some(c), n)
+                }
+                None => (None, take.await),
             };
-            let Some(msgs) = msgs else {
-                release_prefetched(stream, self.cfg.batch_max_entries).await;
-                return Ok(());
-            };
-            let msgs = match msgs {
-                Ok(m) => {
+            if let Some(Err((e, msgs))) = committed {
+                let mut back = msgs;
+                match next {
+                    Next::Ready(p) => back.extend(p.msgs),
+                    Next::Failed(m, _) => back.extend(m),
+                    Next::Idle | Next::Shutdown | Next::Nats(_) => {}
+                }
+                self.abandon(&back, intake.as_mut(), &e).await;
+                return Err(e);
+            }
+            match next {
+                Next::Idle => {}
+                Next::Shutdown => {}
+                Next::Ready(p) => {
                     self.faults.clear("nats");
                     nats_backoff.reset();
-                    m
+                    ready = Some(p);
                 }
-                Err(e) => {
+                Next::Nats(e) => {
                     intake = None;
                     self.metrics
                         .transient_errors
@@ -521,28 +630,36 @@ impl Writer {
                         &format!("reading {}: {e}", self.names.intake_stream()),
                     );
                     nats_backoff.wait(shutdown).await;
-                    continue;
                 }
-            };
-            if msgs.is_empty() {
-                continue;
+                Next::Failed(msgs, e) => {
+                    self.abandon(&msgs, intake.as_mut(), &e).await;
+                    return Err(e);
+                }
             }
-            tracing::debug!(messages = msgs.len(), "batch fetched");
-            if let Err(e) = self.process(pg, &mut state, &msgs).await {
-                for m in &msgs {
-                    let _ = m.ack_with(AckKind::Nak(Some(self.cfg.nak_delay))).await;
-                }
-                if let Some(stream) = intake.as_mut() {
-                    release_prefetched(stream, self.cfg.batch_max_entries).await;
-                }
-                if let BatchError::Transient(_) = e {
-                    self.metrics
-                        .transient_errors
-                        .with_label_values(&["postgres"])
-                        .inc();
-                }
-                return Err(e);
-            }
+        }
+    }
+
+    /// Hand a failed batch back to JetStream (redelivered after the nak delay) along with
+    /// whatever the subscription had prefetched.
+    async fn abandon(
+        &self,
+        msgs: &[jetstream::Message],
+        intake: Option<&mut PullStream>,
+        e: &BatchError,
+    ) {
+        for m in msgs {
+            let _ = m
+                .ack_with(AckKind::Nak(Some(self.committer.nak_delay)))
+                .await;
+        }
+        if let Some(stream) = intake {
+            release_prefetched(stream, self.cfg.batch_max_entries).await;
+        }
+        if let BatchError::Transient(_) = e {
+            self.metrics
+                .transient_errors
+                .with_label_values(&["postgres"])
+                .inc();
         }
     }
 
@@ -558,32 +675,59 @@ impl Writer {
             .await
             .map_err(|e| format!("subscribing to {}: {e}", self.names.intake_stream()))
     }
+}
 
-    async fn process(
+impl Decider {
+    /// Take the next batch (waiting at most a second for its first message) and decide it.
+    async fn next(
         &mut self,
-        pg: &mut Client,
-        state: &mut LogState,
+        stream: &mut PullStream,
+        reads: &Client,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Next {
+        let msgs = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|s| *s) => return Next::Shutdown,
+            r = next_batch(stream, self.batch_max_entries, self.batch_max_delay) => r,
+        };
+        match msgs {
+            Err(e) => Next::Nats(e),
+            Ok(msgs) if msgs.is_empty() => Next::Idle,
+            Ok(msgs) => {
+                tracing::debug!(messages = msgs.len(), "batch fetched");
+                match self.decide(reads, &msgs).await {
+                    Ok(p) => Next::Ready(Box::new(Prepared { msgs, ..p })),
+                    Err(e) => Next::Failed(msgs, e),
+                }
+            }
+        }
+    }
+
+    async fn decide(
+        &mut self,
+        reads: &Client,
         msgs: &[jetstream::Message],
-    ) -> Result<(), BatchError> {
-        let started = Instant::now();
+    ) -> Result<Prepared, BatchError> {
+        let taken = Instant::now();
         let incoming: Vec<Incoming> = msgs.iter().map(to_incoming).collect::<Result<_, _>>()?;
 
         // One policy snapshot per batch: a reload applies from the next one.
         let policy = self.policy.borrow().clone();
         let names = self.names.clone();
-        let allowed = self.cfg.allowed_payload_types.clone();
-        let max = self.cfg.max_envelope_bytes;
+        let allowed = self.allowed_payload_types.clone();
+        let max = self.max_envelope_bytes;
         let inc = incoming.clone();
         let parsed =
             tokio::task::spawn_blocking(move || verify::parse_all(&names, &allowed, max, &inc))
                 .await
                 .map_err(|e| BatchError::Fatal(format!("parse task: {e}")))?;
         let (producers, keyids) = verify::registry_needs(&parsed);
-        let registry = Registry {
-            producers: db::load_producers(pg, &producers).await?,
-            keys: db::load_keys(pg, &keyids).await?,
-        };
-        let t_registry = started.elapsed();
+        let (producers, keys) = futures::try_join!(
+            db::load_producers(reads, &producers),
+            db::load_keys(reads, &keyids)
+        )?;
+        let registry = Registry { producers, keys };
+        let registry_read = taken.elapsed();
         let now = now_ms();
         let snapshot = policy.clone();
         let decided = tokio::task::spawn_blocking(move || {
@@ -592,15 +736,55 @@ impl Writer {
         .await
         .map_err(|e| BatchError::Fatal(format!("verify task: {e}")))?;
         let (verdicts, tally) = verify::settle(decided, &policy, &mut self.limiter, now);
+        Ok(Prepared {
+            msgs: Vec::new(),
+            incoming,
+            verdicts,
+            tally,
+            policy,
+            now_ms: now,
+            taken,
+            registry_read,
+            decided: taken.elapsed(),
+        })
+    }
+}
 
-        let digests: Vec<String> = verdicts
+impl Committer {
+    /// Write one decided batch in one transaction, then send its acks in the background.
+    /// On failure nothing was committed and the messages come back for a nak.
+    async fn commit(
+        &mut self,
+        pg: &mut Client,
+        state: &mut LogState,
+        mut p: Prepared,
+    ) -> Result<(), (BatchError, Vec<jetstream::Message>)> {
+        let started = Instant::now();
+        match self.write(pg, state, &mut p).await {
+            Ok(plan) => {
+                let committed = started.elapsed();
+                self.record(&p, &plan, state, committed);
+                self.settle(p, plan).await;
+                Ok(())
+            }
+            Err(e) => Err((e, p.msgs)),
+        }
+    }
+
+    async fn write(
+        &mut self,
+        pg: &mut Client,
+        state: &mut LogState,
+        p: &mut Prepared,
+    ) -> Result<batch::Plan, BatchError> {
+        let digests: Vec<String> = p
+            .verdicts
             .iter()
             .filter_map(|v| match v {
                 Verdict::Admit(a) => Some(a.digest.as_str().to_string()),
                 Verdict::Reject { .. } => None,
             })
             .collect();
-        let t_verified = started.elapsed();
         let tx = pg
             .transaction()
             .await
@@ -618,7 +802,17 @@ impl Writer {
             )));
         }
         let existing = store::existing(&tx, &digests).await?;
-        let plan = batch::plan(state, &incoming, verdicts, &existing, now, &self.signer)?;
+        // The integrated time is the time the keys and the policy were judged at, so
+        // that an auditor re-checking key validity at that time agrees with the writer.
+        let plan = batch::plan(
+            state,
+            &p.incoming,
+            std::mem::take(&mut p.verdicts),
+            &existing,
+            p.now_ms,
+            &self.signer,
+        )?;
+        let policy = &p.policy;
         let record =
             (self.recorded_policy.as_deref() != Some(policy.version())).then(|| policy.source());
         store::write_plan(
@@ -633,41 +827,25 @@ impl Writer {
         tx.commit()
             .await
             .map_err(DbError::query("committing the batch"))?;
-        let committed_at = now_ms();
-        let t_committed = started.elapsed();
         *state = plan.state.clone();
         if plan.block.is_some() {
             self.recorded_policy = Some(policy.version().to_string());
         }
-        for (rule, verdict, n) in tally.rules(&policy) {
-            self.metrics
-                .policy_rules
-                .with_label_values(&[rule, verdict])
-                .inc_by(n);
-        }
-        for (outcome, n) in tally.decisions() {
-            self.metrics
-                .policy_decisions
-                .with_label_values(&[outcome])
-                .inc_by(n);
-        }
+        Ok(plan)
+    }
 
-        tracing::debug!(messages = msgs.len(), "batch committed");
-        // Durable in Postgres: now, and only now, settle the messages on JetStream.
-        let acks = futures::future::join_all(msgs.iter().map(|m| m.double_ack())).await;
-        let failed = acks.iter().filter(|r| r.is_err()).count();
-        if failed > 0 {
-            self.metrics.ack_failures.inc_by(failed as u64);
-            tracing::warn!(failed, "JetStream acks failed after commit; those messages will be redelivered and deduplicated");
-        }
-        let t_acked = started.elapsed();
-        self.publish_outcomes(&plan, &incoming).await;
-        let t_published = started.elapsed();
-
-        // Metrics, all from what was just committed.
+    /// Metrics and the debug line, all from what was just committed.
+    fn record(&self, p: &Prepared, plan: &batch::Plan, state: &LogState, committed: Duration) {
+        let committed_at = now_ms();
         let m = &self.metrics;
-        m.batch_size.observe(msgs.len() as f64);
-        m.batch_duration.observe(started.elapsed().as_secs_f64());
+        for (rule, verdict, n) in p.tally.rules(&p.policy) {
+            m.policy_rules.with_label_values(&[rule, verdict]).inc_by(n);
+        }
+        for (outcome, n) in p.tally.decisions() {
+            m.policy_decisions.with_label_values(&[outcome]).inc_by(n);
+        }
+        m.batch_size.observe(p.msgs.len() as f64);
+        m.batch_duration.observe(p.taken.elapsed().as_secs_f64());
         m.tree_size.set(state.tree_size() as i64);
         m.block_height.set(state.last_block.height as i64);
         m.dlq_items.inc_by(plan.dlq.len() as u64);
@@ -693,9 +871,10 @@ impl Writer {
             if let Some(r) = &ack.reason {
                 m.rejections.with_label_values(&[r.code.as_str()]).inc();
             }
-            if let (true, Some(published)) =
-                (registered, incoming.get(i).and_then(|x| x.published_at_ms))
-            {
+            if let (true, Some(published)) = (
+                registered,
+                p.incoming.get(i).and_then(|x| x.published_at_ms),
+            ) {
                 let secs = (committed_at - published).max(0) as f64 / 1000.0;
                 m.publish_to_commit
                     .with_label_values(&[label])
@@ -706,68 +885,91 @@ impl Writer {
             tracing::debug!(
                 height = b.header.height,
                 tree_size = b.header.tree_size,
-                messages = msgs.len(),
-                registry_ms = t_registry.as_millis() as u64,
-                verified_ms = t_verified.as_millis() as u64,
-                committed_ms = t_committed.as_millis() as u64,
-                acked_ms = t_acked.as_millis() as u64,
-                published_ms = t_published.as_millis() as u64,
+                messages = p.msgs.len(),
+                registry_ms = p.registry_read.as_millis() as u64,
+                decided_ms = p.decided.as_millis() as u64,
+                commit_ms = committed.as_millis() as u64,
                 "block sealed"
             );
         }
-        Ok(())
     }
 
-    /// Acks to producers and DLQ notices, published through JetStream and confirmed
-    /// together. A failure here loses no data (the outcome is committed and readable);
-    /// it is counted and logged.
-    async fn publish_outcomes(&self, plan: &batch::Plan, incoming: &[Incoming]) {
-        let mut pending = Vec::with_capacity(plan.acks.len() + plan.dlq.len());
-        for (producer, ack) in &plan.acks {
-            pending.push(
-                self.js
-                    .publish(self.names.ack_subject(producer), ack.to_json().into()),
-            );
-        }
-        for d in &plan.dlq {
-            let notice = serde_json::json!({
-                "stream_seq": d.stream_seq,
-                "subject": d.subject,
-                "producer": d.producer,
-                "digest": d.digest,
-                "reason": d.rejection,
-                "size": d.envelope.len(),
-            });
-            pending.push(self.js.publish(
-                self.names.dlq_subject(&d.producer),
-                notice.to_string().into(),
-            ));
-        }
-        let sent = futures::future::join_all(pending).await;
-        let mut confirms = Vec::with_capacity(sent.len());
-        let mut failed = 0usize;
-        for s in sent {
-            match s {
-                Ok(f) => confirms.push(std::future::IntoFuture::into_future(f)),
-                Err(_) => failed += 1,
+    /// Durable in Postgres: now, and only now, settle the messages on JetStream and tell
+    /// the producers. Runs in the background, at most SETTLING_MAX batches at a time.
+    async fn settle(&mut self, p: Prepared, plan: batch::Plan) {
+        while self.settling.len() >= SETTLING_MAX {
+            if let Some(h) = self.settling.pop_front() {
+                let _ = h.await;
             }
         }
-        failed += futures::future::join_all(confirms)
-            .await
-            .iter()
-            .filter(|r| r.is_err())
-            .count();
-        if failed > 0 {
-            self.metrics
-                .transient_errors
-                .with_label_values(&["nats"])
-                .inc();
-            tracing::warn!(
-                failed,
-                total = incoming.len(),
-                "some acks or DLQ notices were not confirmed by JetStream"
-            );
+        let metrics = self.metrics.clone();
+        let js = self.js.clone();
+        let names = self.names.clone();
+        self.settling.push_back(tokio::spawn(async move {
+            let acks = futures::future::join_all(p.msgs.iter().map(|m| m.double_ack())).await;
+            let failed = acks.iter().filter(|r| r.is_err()).count();
+            if failed > 0 {
+                metrics.ack_failures.inc_by(failed as u64);
+                tracing::warn!(failed, "JetStream acks failed after commit; those messages will be redelivered and deduplicated");
+            }
+            publish_outcomes(&js, &names, &metrics, &plan).await;
+        }));
+    }
+
+    /// Wait for every committed batch's acks to go out.
+    async fn settled(&mut self) {
+        while let Some(h) = self.settling.pop_front() {
+            let _ = h.await;
         }
+    }
+}
+
+/// Acks to producers and DLQ notices, published through JetStream and confirmed
+/// together. A failure here loses no data (the outcome is committed and readable);
+/// it is counted and logged.
+async fn publish_outcomes(
+    js: &jetstream::Context,
+    names: &Names,
+    metrics: &Metrics,
+    plan: &batch::Plan,
+) {
+    let mut pending = Vec::with_capacity(plan.acks.len() + plan.dlq.len());
+    for (producer, ack) in &plan.acks {
+        pending.push(js.publish(names.ack_subject(producer), ack.to_json().into()));
+    }
+    for d in &plan.dlq {
+        let notice = serde_json::json!({
+            "stream_seq": d.stream_seq,
+            "subject": d.subject,
+            "producer": d.producer,
+            "digest": d.digest,
+            "reason": d.rejection,
+            "size": d.envelope.len(),
+        });
+        pending.push(js.publish(names.dlq_subject(&d.producer), notice.to_string().into()));
+    }
+    let total = pending.len();
+    let sent = futures::future::join_all(pending).await;
+    let mut confirms = Vec::with_capacity(sent.len());
+    let mut failed = 0usize;
+    for s in sent {
+        match s {
+            Ok(f) => confirms.push(std::future::IntoFuture::into_future(f)),
+            Err(_) => failed += 1,
+        }
+    }
+    failed += futures::future::join_all(confirms)
+        .await
+        .iter()
+        .filter(|r| r.is_err())
+        .count();
+    if failed > 0 {
+        metrics.transient_errors.with_label_values(&["nats"]).inc();
+        tracing::warn!(
+            failed,
+            total,
+            "some acks or DLQ notices were not confirmed by JetStream"
+        );
     }
 }
 

@@ -75,6 +75,9 @@ impl Drop for NatsServer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_server_killed_and_restarted_loses_nothing() {
+    if std::env::var("ACE_LOG").is_ok() {
+        ace_core::service::init_logging();
+    }
     let mut server = tokio::task::spawn_blocking(NatsServer::start)
         .await
         .unwrap();
@@ -116,7 +119,9 @@ async fn nats_server_killed_and_restarted_loses_nothing() {
     let admin = l.db.admin().await;
     wait_for_entries(&admin, 300, Duration::from_secs(30)).await;
     server.sigkill();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Down for twice the publisher's 2 s wait for a stored-ack, so that it always sees
+    // the outage (an outage of about 2 s raced with it).
+    tokio::time::sleep(Duration::from_secs(4)).await;
     let mut server = tokio::task::spawn_blocking(move || {
         server.resume();
         server
