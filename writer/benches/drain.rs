@@ -11,6 +11,11 @@
 //! the child). `cargo bench -p ace-writer --bench drain`; `ACE_BENCH_ENVELOPES` (default
 //! 20000), `ACE_BENCH_LIVE_RATE` (5000/s), `ACE_BENCH_LIVE_SECS` (10),
 //! `ACE_BENCH_WRITER_LOG` (the writer's ACE_LOG, default warn).
+//!
+//! 4. With `ACE_BENCH_PREFILL=N` (default 0: skipped): the log is grown by N synthetic
+//!    entries (`ace_testkit::synth`, as `ace-synth` does), then a fresh stream of the same
+//!    size is drained again, and the ratio to the drain at the empty log is printed: no
+//!    path of the writer's may grow with the log.
 
 use std::collections::HashMap;
 use std::process::{Child, Command};
@@ -358,6 +363,16 @@ async fn bench() {
             f.await.expect("stored");
         }
     });
+    // Resident memory once a second through the live run: flat, or not.
+    let pid = w.child.id();
+    let sampler = tokio::spawn(async move {
+        let mut samples = Vec::new();
+        while let Some(kib) = rss_kib(pid) {
+            samples.push(kib);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        samples
+    });
     let t0 = Instant::now();
     for (i, chunk) in live.chunks(per_tick).enumerate() {
         tokio::time::sleep_until((t0 + tick * i as u32).into()).await;
@@ -381,6 +396,16 @@ async fn bench() {
     confirmer.await.expect("confirmations");
     let got = collector.await.expect("collector");
     let _ = w.stop();
+    let rss = sampler.await.unwrap_or_default();
+    if let (Some(first), Some(last), Some(max)) = (rss.first(), rss.last(), rss.iter().max()) {
+        println!(
+            "live RSS, sampled each second ({} samples): first {} MiB, last {} MiB, max {} MiB",
+            rss.len(),
+            first / 1024,
+            last / 1024,
+            max / 1024
+        );
+    }
     let mut lat: Vec<Duration> = sent
         .iter()
         .filter_map(|(d, s)| got.get(d).map(|a| a.saturating_duration_since(*s)))
@@ -397,7 +422,57 @@ async fn bench() {
         percentile(&lat, 0.99).as_secs_f64() * 1e3,
         lat[lat.len() - 1].as_secs_f64() * 1e3
     );
+
+    // 4. The same drain at a deep log.
+    let prefill = env_or("ACE_BENCH_PREFILL", 0);
+    if prefill > 0 {
+        let t = Instant::now();
+        let mut clients = vec![db.admin().await, db.admin().await];
+        let report = ace_testkit::synth::load_with_progress(
+            &mut clients,
+            &signer,
+            &ace_testkit::synth::SynthOptions {
+                entries: prefill,
+                skip_foreign_key_checks: true,
+                ..Default::default()
+            },
+            |_| {},
+        )
+        .await
+        .expect("synthetic prefill");
+        println!(
+            "prefill: {} synthetic entries in {:.0} s (not measured); tree size {}",
+            report.entries,
+            t.elapsed().as_secs_f64(),
+            report.tree_size
+        );
+        let deep = envelopes(&keys, n, "deep");
+        fill(&nats, &deep).await;
+        let target = tree_size(&admin).await + n as u64;
+        let started = Instant::now();
+        let w = spawn_writer(&db, &nats, &key_file, free_port());
+        while tree_size(&admin).await < target || unacked(&nats).await > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let d = started.elapsed();
+        let _ = w.stop();
+        let deep_rate = n as f64 / d.as_secs_f64();
+        println!(
+            "writer drain at a log of {target} entries: {n} envelopes in {:.2} s = {deep_rate:.0} envelopes/s; ratio to the empty log {:.2}",
+            d.as_secs_f64(),
+            deep_rate / w_rate
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The writer's resident memory now (VmRSS), in KiB.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// Wait until the writer at `listen` answers /readyz 200 (it leads).

@@ -6,6 +6,9 @@ use std::collections::HashMap;
 
 use ace_core::db::{stored_u64, DbError};
 use ace_core::tiles;
+use futures::pin_mut;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, GenericClient, Transaction};
 
 use crate::batch::{ExistingEntry, LogState, Plan, SealedBlock};
@@ -89,8 +92,8 @@ pub struct PolicyRecord<'a> {
     pub source: Option<&'a str>,
 }
 
-/// Write a planned batch inside `tx`. Bulk inserts go through UNNEST so a batch is a
-/// handful of statements whatever its size.
+/// Write a planned batch inside `tx`: entries and subjects by binary COPY, tiles and DLQ
+/// rows through UNNEST, so a batch is a handful of statements whatever its size.
 pub async fn write_plan(
     tx: &Transaction<'_>,
     plan: &Plan,
@@ -106,57 +109,7 @@ pub async fn write_plan(
             .await
             .map_err(DbError::query("recording the policy version"))?;
         }
-        let height = block.header.height as i64;
-        let n = plan.entries.len();
-        let mut idx = Vec::with_capacity(n);
-        let mut digest = Vec::with_capacity(n);
-        let mut producer = Vec::with_capacity(n);
-        let mut envelope: Vec<&[u8]> = Vec::with_capacity(n);
-        let mut leaf: Vec<&[u8]> = Vec::with_capacity(n);
-        let mut itime = Vec::with_capacity(n);
-        let mut ptype = Vec::with_capacity(n);
-        let mut pred: Vec<Option<&str>> = Vec::with_capacity(n);
-        let mut keyid = Vec::with_capacity(n);
-        let mut seq = Vec::with_capacity(n);
-        let mut warnings = Vec::with_capacity(n);
-        let (mut s_idx, mut s_name, mut s_alg, mut s_val) = (vec![], vec![], vec![], vec![]);
-        for e in &plan.entries {
-            idx.push(e.index as i64);
-            digest.push(e.digest.as_str());
-            producer.push(e.producer.as_str());
-            envelope.push(&e.envelope);
-            leaf.push(&e.leaf);
-            itime.push(e.integrated_time);
-            ptype.push(e.payload_type.as_str());
-            pred.push(e.predicate_type.as_deref());
-            keyid.push(e.keyid.as_str());
-            seq.push(e.stream_seq as i64);
-            warnings.push(serde_json::json!(e.warnings));
-            for s in &e.subjects {
-                s_idx.push(e.index as i64);
-                s_name.push(s.name.as_str());
-                s_alg.push(s.algorithm.as_str());
-                s_val.push(s.value.as_str());
-            }
-        }
-        tx.execute(
-            "INSERT INTO ledger_entries (idx, digest, producer, envelope, leaf, integrated_time, block_height, payload_type, predicate_type, keyid, stream_seq, warnings, policy_version) \
-             SELECT i, d, p, e, l, t, $12, pt, pr, k, s, w, $13 \
-             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bytea[], $5::bytea[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::bigint[], $11::jsonb[]) \
-               AS u(i, d, p, e, l, t, pt, pr, k, s, w)",
-            &[&idx, &digest, &producer, &envelope, &leaf, &itime, &ptype, &pred, &keyid, &seq, &warnings, &height, &policy.version],
-        )
-        .await
-        .map_err(DbError::query("inserting entries"))?;
-        if !s_idx.is_empty() {
-            tx.execute(
-                "INSERT INTO ledger_subjects (idx, name, algorithm, value) \
-                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[])",
-                &[&s_idx, &s_name, &s_alg, &s_val],
-            )
-            .await
-            .map_err(DbError::query("inserting subjects"))?;
-        }
+        copy_entries(tx, plan, block.header.height as i64, policy.version).await?;
         let mut t_level = Vec::with_capacity(plan.tiles.len());
         let mut t_idx = Vec::with_capacity(plan.tiles.len());
         let mut t_width = Vec::with_capacity(plan.tiles.len());
@@ -210,5 +163,101 @@ pub async fn write_plan(
         .await
         .map_err(DbError::query("inserting DLQ rows"))?;
     }
+    Ok(())
+}
+
+/// Entries and their subjects by binary COPY: for 1,000-entry batches it cost Postgres
+/// less than one INSERT over UNNESTed arrays (no array parsing, no per-row expression
+/// evaluation), and COPY fires the same insert triggers (docs/performance.md).
+async fn copy_entries(
+    tx: &Transaction<'_>,
+    plan: &Plan,
+    height: i64,
+    policy_version: &str,
+) -> Result<(), DbError> {
+    let sink = tx
+        .copy_in(
+            "COPY ledger_entries (idx, digest, producer, envelope, leaf, integrated_time, block_height, payload_type, predicate_type, keyid, stream_seq, warnings, policy_version) \
+             FROM STDIN (FORMAT binary)",
+        )
+        .await
+        .map_err(DbError::query("starting the copy of entries"))?;
+    let writer = BinaryCopyInWriter::new(
+        sink,
+        &[
+            Type::INT8,
+            Type::TEXT,
+            Type::TEXT,
+            Type::BYTEA,
+            Type::BYTEA,
+            Type::INT8,
+            Type::INT8,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT8,
+            Type::JSONB,
+            Type::TEXT,
+        ],
+    );
+    pin_mut!(writer);
+    for e in &plan.entries {
+        let idx = e.index as i64;
+        let seq = e.stream_seq as i64;
+        let warnings = serde_json::json!(e.warnings);
+        let row: [&(dyn ToSql + Sync); 13] = [
+            &idx,
+            &e.digest.as_str(),
+            &e.producer.as_str(),
+            &e.envelope.as_ref(),
+            &e.leaf.as_slice(),
+            &e.integrated_time,
+            &height,
+            &e.payload_type.as_str(),
+            &e.predicate_type.as_deref(),
+            &e.keyid.as_str(),
+            &seq,
+            &warnings,
+            &policy_version,
+        ];
+        writer
+            .as_mut()
+            .write(&row)
+            .await
+            .map_err(DbError::query("copying entries"))?;
+    }
+    writer
+        .finish()
+        .await
+        .map_err(DbError::query("finishing the copy of entries"))?;
+
+    if plan.entries.iter().all(|e| e.subjects.is_empty()) {
+        return Ok(());
+    }
+    let sink = tx
+        .copy_in("COPY ledger_subjects (idx, name, algorithm, value) FROM STDIN (FORMAT binary)")
+        .await
+        .map_err(DbError::query("starting the copy of subjects"))?;
+    let writer = BinaryCopyInWriter::new(sink, &[Type::INT8, Type::TEXT, Type::TEXT, Type::TEXT]);
+    pin_mut!(writer);
+    for e in &plan.entries {
+        let idx = e.index as i64;
+        for s in &e.subjects {
+            writer
+                .as_mut()
+                .write(&[
+                    &idx,
+                    &s.name.as_str(),
+                    &s.algorithm.as_str(),
+                    &s.value.as_str(),
+                ])
+                .await
+                .map_err(DbError::query("copying subjects"))?;
+        }
+    }
+    writer
+        .finish()
+        .await
+        .map_err(DbError::query("finishing the copy of subjects"))?;
     Ok(())
 }
