@@ -73,7 +73,7 @@ impl Metrics {
             batch_duration: register(
                 &r,
                 Histogram::with_opts(
-                    HistogramOpts::new("ace_writer_batch_duration_seconds", "From batch fetched to committed and acked")
+                    HistogramOpts::new("ace_writer_batch_duration_seconds", "From a batch taken off the intake to its commit (both pipeline stages)")
                         .buckets(exponential_buckets(0.001, 2.0, 15)?),
                 )?,
             ),

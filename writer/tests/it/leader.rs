@@ -1,6 +1,7 @@
 use std::time::{Duration, Instant};
 
 use ace_core::nats::InitOptions;
+use rand::{Rng, SeedableRng};
 
 use super::intake::try_http_get;
 use super::support::*;
@@ -75,6 +76,72 @@ async fn standby_takes_over_when_the_leader_dies() {
     let report = check_log(&admin, &l.signer).await;
     assert_eq!(report.entries, 4000);
     b.sigkill();
+}
+
+/// Two writers race for the lock while whichever leads is SIGKILLed, again and again, and
+/// restarted to stand by: never two leaders, and the log ends with every envelope once,
+/// without fork or gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_writers_with_the_leader_killed_again_and_again() {
+    const TOTAL: u64 = 8000;
+    const KILLS: usize = 8;
+    let opts = InitOptions {
+        ack_wait: Duration::from_secs(3),
+        ..Default::default()
+    };
+    let nats = TestNats::with(NATS_URL, opts).await;
+    let mut l = Ledger::from_parts(TestDb::new().await, nats);
+    l.add_producer("acme").await;
+    let ports = [free_port(), free_port()];
+    let mut writers = [
+        l.spawn_writer_process(ports[0]),
+        l.spawn_writer_process(ports[1]),
+    ];
+    let items: Vec<(String, Vec<u8>)> = (0..TOTAL)
+        .map(|n| {
+            (
+                "acme".to_string(),
+                sign(&statement(n, "race"), l.key("acme")),
+            )
+        })
+        .collect();
+    // Published over about 8 s, so that every kill lands while envelopes flow.
+    let publisher = spawn_publisher(&l, items, 250, Duration::from_millis(250));
+    let admin = l.db.admin().await;
+    let mut rng = rand::rngs::StdRng::from_entropy();
+    for _ in 0..KILLS {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let leader = loop {
+            let roles = [role(ports[0]).await, role(ports[1]).await];
+            assert!(
+                !(roles[0] == "leader" && roles[1] == "leader"),
+                "two writers lead at once"
+            );
+            if let Some(i) = roles.iter().position(|r| r == "leader") {
+                break i;
+            }
+            assert!(Instant::now() < deadline, "no writer took the lead");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(200..800))).await;
+        writers[leader].sigkill();
+        writers[leader] = l.spawn_writer_process(ports[leader]);
+    }
+    publisher.await.unwrap();
+    wait_for_entries(&admin, TOTAL as i64, Duration::from_secs(120)).await;
+    // Give any stray redelivery a chance to (wrongly) land twice before checking.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let report = check_log(&admin, &l.signer).await;
+    assert_eq!(report.entries, TOTAL, "each envelope exactly once");
+    let dlq: i64 = admin
+        .query_one("SELECT count(*) FROM dlq_items", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(dlq, 0);
+    for w in &mut writers {
+        w.sigkill();
+    }
 }
 
 /// SIGTERM: the writer finishes its batch and exits 0; everything it committed is acked.
