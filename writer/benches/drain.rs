@@ -10,7 +10,8 @@
 //! Prints envelopes/s, the ratio, and the writer's CPU time and peak memory (getrusage of
 //! the child). `cargo bench -p ace-writer --bench drain`; `ACE_BENCH_ENVELOPES` (default
 //! 20000), `ACE_BENCH_LIVE_RATE` (5000/s), `ACE_BENCH_LIVE_SECS` (10),
-//! `ACE_BENCH_WRITER_LOG` (the writer's ACE_LOG, default warn).
+//! `ACE_BENCH_WRITER_LOG` (the writer's ACE_LOG, default warn); `ACE_BATCH_MAX_ENTRIES` and
+//! `ACE_BATCH_MAX_DELAY_MS` are passed to the writer when set.
 //!
 //! 4. With `ACE_BENCH_PREFILL=N` (default 0: skipped): the log is grown by N synthetic
 //!    entries (`ace_testkit::synth`, as `ace-synth` does), then a fresh stream of the same
@@ -210,6 +211,12 @@ fn spawn_writer(db: &TestDb, nats: &TestNats, key_file: &std::path::Path, port: 
         .env("ACE_PREFIX", nats.names.prefix())
         .env("ACE_LEDGER_KEY_FILE", key_file)
         .env("ACE_WRITER_LISTEN", &listen)
+        // The writer's batch settings pass through, for trying them.
+        .envs(
+            ["ACE_BATCH_MAX_ENTRIES", "ACE_BATCH_MAX_DELAY_MS"]
+                .into_iter()
+                .filter_map(|k| std::env::var(k).ok().map(|v| (k, v))),
+        )
         // ACE_BENCH_WRITER_LOG=ace_writer=debug shows each block's stage timings.
         .env(
             "ACE_LOG",

@@ -6,10 +6,20 @@ use ace_core::ack::AckStatus;
 use super::pgserver::PgServer;
 use super::support::*;
 
-/// Postgres (a private instance) goes away for 10 s under load: nothing is lost, nothing
-/// lands in the DLQ, and the writer resumes by itself.
+/// Postgres (a private instance) goes away for 10 s under load, stopped as in a crash:
+/// nothing is lost, nothing lands in the DLQ, and the writer resumes by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_outage_loses_nothing() {
+    outage("immediate").await;
+}
+
+/// The same with a fast shutdown (sessions ended, a checkpoint, as in a planned restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_fast_shutdown_loses_nothing() {
+    outage("fast").await;
+}
+
+async fn outage(mode: &'static str) {
     let pg = Arc::new(tokio::task::spawn_blocking(PgServer::start).await.unwrap());
     let db = TestDb::on("127.0.0.1", pg.port).await;
     let mut l = Ledger::from_parts(db, TestNats::new().await);
@@ -31,7 +41,9 @@ async fn postgres_outage_loses_nothing() {
     wait_for_entries(&admin, 200, Duration::from_secs(30)).await;
     drop(admin);
     let p = pg.clone();
-    tokio::task::spawn_blocking(move || p.kill()).await.unwrap();
+    tokio::task::spawn_blocking(move || p.stop(mode))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(10)).await;
     let p = pg.clone();
     tokio::task::spawn_blocking(move || p.resume())

@@ -83,24 +83,25 @@ impl PgServer {
         );
     }
 
-    fn stop_immediately(&self) -> std::process::Output {
+    fn stop_with(&self, mode: &str) -> std::process::Output {
         as_postgres(&[
             &format!("{BIN}/pg_ctl"),
             "-D",
             &self.data(),
             "-m",
-            "immediate",
+            mode,
             "-w",
             "stop",
         ])
     }
 
-    /// Stop abruptly, as a crash or a network cut looks to clients.
-    pub fn kill(&self) {
-        let out = self.stop_immediately();
+    /// Stop with a pg_ctl shutdown mode: `immediate` is what a crash or a network cut
+    /// looks like to clients; `fast` ends every session and checkpoints first.
+    pub fn stop(&self, mode: &str) {
+        let out = self.stop_with(mode);
         assert!(
             out.status.success(),
-            "pg_ctl stop: {}",
+            "pg_ctl stop -m {mode}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
@@ -108,7 +109,7 @@ impl PgServer {
 
 impl Drop for PgServer {
     fn drop(&mut self) {
-        let _ = self.stop_immediately();
+        let _ = self.stop_with("immediate");
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
