@@ -950,3 +950,85 @@ async fn the_reader_serves_over_tcp_and_stops_on_request() {
         .unwrap()
         .unwrap();
 }
+
+/// Postgres (a private instance) stops under the reader and comes back: meanwhile every
+/// answer is a 200 (from what the reader holds) or a 503 problem naming the database,
+/// /readyz says why it is not ready, and once Postgres is back the reader answers again
+/// without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reader_answers_503_with_a_reason_while_postgres_restarts_and_recovers() {
+    let pg = Arc::new(
+        tokio::task::spawn_blocking(ace_testkit::PgServer::start)
+            .await
+            .unwrap(),
+    );
+    let db = TestDb::on("127.0.0.1", pg.port).await;
+    let signer = NoteSigner::generate(ORIGIN).unwrap();
+    grow(&db, &signer, 0, &[40]).await;
+    let state = ace_reader::prepare(&config(&db, vec![signer.verifier()]))
+        .await
+        .unwrap();
+    let app = ace_reader::router(state);
+    let routes = ["/v1/entries/3", "/v1/blocks/1", "/v1/checkpoint"];
+    for uri in routes {
+        let a = get(&app, uri).await;
+        assert_eq!(a.status, StatusCode::OK, "{uri}: {}", a.text());
+    }
+
+    // The loader commits with synchronous_commit off; make its rows durable before the
+    // crash-like stop, which would otherwise take the last of them away.
+    db.admin().await.batch_execute("CHECKPOINT").await.unwrap();
+    let p = pg.clone();
+    tokio::task::spawn_blocking(move || p.stop("immediate"))
+        .await
+        .unwrap();
+    let mut unavailable = 0;
+    for uri in routes.iter().chain(["/v1/entries/7"].iter()) {
+        let a = get(&app, uri).await;
+        match a.status {
+            StatusCode::OK => {}
+            StatusCode::SERVICE_UNAVAILABLE => {
+                unavailable += 1;
+                assert_eq!(a.content_type, "application/problem+json", "{uri}");
+                let p = a.json();
+                assert_eq!(p["type"], "urn:ace-ledger:problem:database-unavailable");
+                assert!(p["detail"].as_str().unwrap().contains("database"), "{p}");
+            }
+            other => panic!(
+                "{uri} answered {other} while Postgres was down: {}",
+                a.text()
+            ),
+        }
+    }
+    assert!(
+        unavailable > 0,
+        "an entry never read before needs the database"
+    );
+    let ready = get(&app, "/readyz").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(ready.text().contains("Postgres"), "{}", ready.text());
+
+    let p = pg.clone();
+    tokio::task::spawn_blocking(move || p.resume())
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let a = get(&app, "/v1/entries/7").await;
+        if a.status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reader did not recover: {} {}",
+            a.status,
+            a.text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for uri in routes {
+        let a = get(&app, uri).await;
+        assert_eq!(a.status, StatusCode::OK, "{uri}: {}", a.text());
+    }
+    assert_eq!(get(&app, "/readyz").await.status, StatusCode::OK);
+}

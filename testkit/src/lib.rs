@@ -5,6 +5,7 @@
 pub mod check;
 pub mod db;
 pub mod nats;
+pub mod pgserver;
 pub mod synth;
 pub mod tsa;
 pub mod witness;
@@ -12,4 +13,5 @@ pub mod witness;
 pub use check::{check_log, LogReport};
 pub use db::{drop_database, run_detached, unique, TestDb, TestDbError, PG_HOST, PG_PORT};
 pub use nats::{TestNats, NATS_URL};
+pub use pgserver::{free_port, PgServer};
 pub use synth::{load, load_with_progress, Progress, SynthError, SynthOptions, SynthReport};

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use ace_core::checkpoint::NoteSigner;
 use ace_core::envelope::{Envelope, IN_TOTO_PAYLOAD_TYPE};
 use ace_core::ids::KeyId;
-use ace_testkit::{TestDb, TestNats};
+use ace_testkit::{free_port, TestDb, TestNats};
 use async_nats::jetstream::{self, consumer::pull};
 use ed25519_dalek::{SigningKey, Verifier};
 use futures::StreamExt;
@@ -262,13 +262,6 @@ async fn unacked(nats: &TestNats) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -461,12 +454,14 @@ async fn bench() {
         // gigabytes of dirty pages) that a log grown over months would not have; do it
         // now, unmeasured, so the drain below sees a deep log, not a just-loaded one.
         let t = Instant::now();
-        admin
-            .batch_execute(
-                "VACUUM (ANALYZE) ledger_entries, ledger_subjects, ledger_tiles, ledger_blocks; CHECKPOINT",
-            )
-            .await
-            .expect("vacuum and checkpoint after the prefill");
+        // One statement per call: VACUUM refuses to run inside the implicit transaction
+        // of a multi-statement query.
+        for sql in [
+            "VACUUM (ANALYZE) ledger_entries, ledger_subjects, ledger_tiles, ledger_blocks",
+            "CHECKPOINT",
+        ] {
+            admin.batch_execute(sql).await.expect(sql);
+        }
         let size: String = admin
             .query_one(
                 "SELECT pg_size_pretty(pg_database_size(current_database()))",

@@ -1,4 +1,3 @@
-pub mod pgserver;
 pub mod support;
 
 mod crash;

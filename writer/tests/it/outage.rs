@@ -3,8 +3,8 @@ use std::time::Duration;
 
 use ace_core::ack::AckStatus;
 
-use super::pgserver::PgServer;
 use super::support::*;
+use ace_testkit::PgServer;
 
 /// Postgres (a private instance) goes away for 10 s under load, stopped as in a crash:
 /// nothing is lost, nothing lands in the DLQ, and the writer resumes by itself.

@@ -19,7 +19,7 @@ use rand::Rng;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-pub use ace_testkit::{check_log, unique, TestDb, TestNats, NATS_URL};
+pub use ace_testkit::{check_log, free_port, unique, TestDb, TestNats, NATS_URL};
 
 /// A ledger under test: database, streams, ledger key, registered producers.
 pub struct Ledger {
@@ -379,12 +379,4 @@ pub async fn wait_for_entries(c: &tokio_postgres::Client, n: i64, timeout: Durat
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

@@ -6,6 +6,14 @@ use std::process::Command;
 
 const BIN: &str = "/usr/lib/postgresql/15/bin";
 
+/// A loopback port nobody listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding a free loopback port")
+}
+
 pub struct PgServer {
     pub dir: PathBuf,
     pub port: u16,
@@ -21,7 +29,7 @@ fn as_postgres(args: &[&str]) -> std::process::Output {
 
 impl PgServer {
     pub fn start() -> PgServer {
-        let dir = std::env::temp_dir().join(super::support::unique("ace-pg-"));
+        let dir = std::env::temp_dir().join(crate::unique("ace-pg-"));
         std::fs::create_dir_all(&dir).unwrap();
         let status = Command::new("chown")
             .args(["postgres:postgres", dir.to_str().unwrap()])
@@ -46,7 +54,7 @@ impl PgServer {
         );
         let pg = PgServer {
             dir,
-            port: super::support::free_port(),
+            port: free_port(),
         };
         pg.resume();
         pg
