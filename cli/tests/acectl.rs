@@ -176,6 +176,7 @@ async fn a_ledger_set_up_and_fed_with_acectl_alone() {
         standby_poll: Duration::from_millis(200),
         retry_max: Duration::from_secs(1),
         nak_delay: Duration::from_millis(200),
+        db_timeout: Duration::from_secs(15),
     };
     let (stop, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(ace_writer::run(writer, rx));

@@ -178,6 +178,40 @@ pub async fn connect(url: &str) -> Result<Client, DbError> {
     Ok(client)
 }
 
+/// [`connect`] for a service that must not hang on a stalled network: the connect, and
+/// any data left unacknowledged by the peer's TCP, give up after `timeout`
+/// (`tcp_user_timeout`); and the server ends the session if it sits idle inside a
+/// transaction for `timeout` (so that a session whose client vanished mid-transaction
+/// frees its locks, the writer's sequencer lock among them).
+pub async fn connect_guarded(url: &str, timeout: std::time::Duration) -> Result<Client, DbError> {
+    let mut cfg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+        DbError::BadUrl(format!("{}: {e}", describe_url(url)))
+    })?;
+    let ms = timeout.as_millis().max(1);
+    let mut options = cfg.get_options().unwrap_or_default().to_owned();
+    if !options.is_empty() {
+        options.push(' ');
+    }
+    options.push_str(&format!("-c idle_in_transaction_session_timeout={ms}"));
+    cfg.options(options)
+        .connect_timeout(timeout)
+        .tcp_user_timeout(timeout)
+        .keepalives_idle(timeout);
+    let (client, conn) = cfg
+        .connect(NoTls)
+        .await
+        .map_err(|source| DbError::Connect {
+            target: describe_url(url),
+            source,
+        })?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "postgres connection closed");
+        }
+    });
+    Ok(client)
+}
+
 /// A connection whose notifications (LISTEN) arrive on the returned channel, which
 /// closes when the connection does: the caller learns of a lost connection by it.
 pub async fn connect_listening(

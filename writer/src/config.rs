@@ -47,6 +47,10 @@ pub struct Config {
     pub standby_poll: Duration,
     /// `ACE_RETRY_MAX_MS`, default 5000: longest pause between reconnection attempts.
     pub retry_max: Duration,
+    /// `ACE_DB_TIMEOUT_MS`, default 15000: longest wait for Postgres (a batch's whole
+    /// transaction, a registry read, a connect). Past it the batch is handed back and the
+    /// writer reconnects, instead of hanging on a stalled network.
+    pub db_timeout: Duration,
     /// `ACE_NAK_DELAY_MS`, default 1000: redelivery delay asked for a batch abandoned
     /// on a transient fault.
     pub nak_delay: Duration,
@@ -103,6 +107,7 @@ impl Config {
             policy_poll: ms("ACE_POLICY_POLL_MS", 1000)?,
             standby_poll: ms("ACE_STANDBY_POLL_MS", 1000)?,
             retry_max: ms("ACE_RETRY_MAX_MS", 5000)?,
+            db_timeout: ms("ACE_DB_TIMEOUT_MS", 15000)?,
             nak_delay: ms("ACE_NAK_DELAY_MS", 1000)?,
         };
         cfg.validate()?;
@@ -130,6 +135,13 @@ impl Config {
                 "ACE_BATCH_MAX_DELAY_MS",
                 self.batch_max_delay.as_millis().to_string(),
                 "must be at least 1",
+            );
+        }
+        if self.db_timeout < Duration::from_millis(100) {
+            return bad(
+                "ACE_DB_TIMEOUT_MS",
+                self.db_timeout.as_millis().to_string(),
+                "must be at least 100 (a batch's transaction must fit in it)",
             );
         }
         if self.max_envelope_bytes == 0 {

@@ -246,6 +246,7 @@ struct Decider {
     max_envelope_bytes: usize,
     batch_max_entries: usize,
     batch_max_delay: Duration,
+    db_timeout: Duration,
     policy: watch::Receiver<Arc<Policy>>,
     limiter: RateLimiter,
 }
@@ -288,6 +289,7 @@ struct Committer {
     /// To flush the acks out before the writer stops.
     nats: async_nats::Client,
     nak_delay: Duration,
+    db_timeout: Duration,
     /// The policy version whose text this writer has stored in ledger_policies.
     recorded_policy: Option<String>,
     /// Acks of committed batches still going out; bounded so a slow NATS slows intake
@@ -379,6 +381,7 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<(),
             max_envelope_bytes: cfg.max_envelope_bytes,
             batch_max_entries: cfg.batch_max_entries,
             batch_max_delay: cfg.batch_max_delay,
+            db_timeout: cfg.db_timeout,
             policy,
             limiter: RateLimiter::new(),
         },
@@ -389,6 +392,7 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<(),
             js,
             nats: client.clone(),
             nak_delay: cfg.nak_delay,
+            db_timeout: cfg.db_timeout,
             recorded_policy: None,
             settling: Default::default(),
         },
@@ -424,7 +428,7 @@ impl Writer {
         let forbidden = forbidden();
         let key = lock_key(&self.signer_name);
         while !*shutdown.borrow() {
-            let mut pg = match db::connect(&url).await {
+            let mut pg = match db::connect_guarded(&url, self.cfg.db_timeout).await {
                 Ok(c) => c,
                 Err(e) => {
                     self.status.set_postgres(false);
@@ -493,9 +497,16 @@ impl Writer {
     ) -> Result<bool, DbError> {
         let mut announced = false;
         loop {
-            let got: bool = pg
-                .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&key];
+            let attempt = pg.query_one("SELECT pg_try_advisory_lock($1)", &params);
+            let got: bool = tokio::time::timeout(self.cfg.db_timeout, attempt)
                 .await
+                .map_err(|_| {
+                    DbError::Closed(format!(
+                        "trying the sequencer lock: no answer within {} ms (ACE_DB_TIMEOUT_MS)",
+                        self.cfg.db_timeout.as_millis()
+                    ))
+                })?
                 .map_err(DbError::query("trying the sequencer lock"))?
                 .get(0);
             if got {
@@ -524,16 +535,20 @@ impl Writer {
         pg: &mut Client,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), BatchError> {
-        let mut state = match store::load_state(&*pg).await? {
-            Some(s) => s,
-            None => {
-                let genesis = batch::genesis(now_ms(), &self.committer.signer)?;
-                store::ensure_genesis(pg, &genesis).await?;
-                store::load_state(&*pg).await?.ok_or_else(|| {
-                    BatchError::Fatal("genesis block missing after writing it".into())
-                })?
+        let signer = &self.committer.signer;
+        let load = async {
+            match store::load_state(&*pg).await? {
+                Some(s) => Ok(s),
+                None => {
+                    let genesis = batch::genesis(now_ms(), signer)?;
+                    store::ensure_genesis(pg, &genesis).await?;
+                    store::load_state(&*pg).await?.ok_or_else(|| {
+                        BatchError::Fatal("genesis block missing after writing it".into())
+                    })
+                }
             }
         };
+        let mut state = within(self.cfg.db_timeout, "loading the log's state", load).await?;
         self.metrics.tree_size.set(state.tree_size() as i64);
         self.metrics
             .block_height
@@ -545,7 +560,8 @@ impl Writer {
         );
         // Producers and keys are read on their own connection so that the next batch can
         // be decided while this one's transaction holds the lock's connection.
-        let reads = db::connect(self.cfg.database_url.expose()).await?;
+        let reads =
+            db::connect_guarded(self.cfg.database_url.expose(), self.cfg.db_timeout).await?;
         let outcome = self.pipeline(pg, &reads, &mut state, shutdown).await;
         self.committer.settled().await;
         outcome
@@ -725,10 +741,14 @@ impl Decider {
                 .await
                 .map_err(|e| BatchError::Fatal(format!("parse task: {e}")))?;
         let (producers, keyids) = verify::registry_needs(&parsed);
-        let (producers, keys) = futures::try_join!(
-            db::load_producers(reads, &producers),
-            db::load_keys(reads, &keyids)
-        )?;
+        let (producers, keys) = within(self.db_timeout, "reading producers and keys", async {
+            futures::try_join!(
+                db::load_producers(reads, &producers),
+                db::load_keys(reads, &keyids)
+            )
+            .map_err(BatchError::from)
+        })
+        .await?;
         let registry = Registry { producers, keys };
         let registry_read = taken.elapsed();
         let now = now_ms();
@@ -763,7 +783,14 @@ impl Committer {
         mut p: Prepared,
     ) -> Result<(), (BatchError, Vec<jetstream::Message>)> {
         let started = Instant::now();
-        match self.write(pg, state, &mut p).await {
+        let timeout = self.db_timeout;
+        match within(
+            timeout,
+            "the batch's transaction",
+            self.write(pg, state, &mut p),
+        )
+        .await
+        {
             Ok(plan) => {
                 let committed = started.elapsed();
                 self.record(&p, &plan, state, committed);
@@ -985,6 +1012,23 @@ async fn publish_outcomes(
             "some acks or DLQ notices were not confirmed by JetStream"
         );
     }
+}
+
+/// `work` on Postgres, given up after `timeout`: a stalled network or a stuck server
+/// becomes a transient fault (the batch goes back to JetStream, the writer reconnects)
+/// instead of a writer that hangs. A transaction given up on may still commit on the
+/// server; its messages are then redelivered and answered as duplicates.
+async fn within<T>(
+    timeout: Duration,
+    what: &str,
+    work: impl std::future::Future<Output = Result<T, BatchError>>,
+) -> Result<T, BatchError> {
+    tokio::time::timeout(timeout, work).await.unwrap_or_else(|_| {
+        Err(BatchError::Transient(format!(
+            "postgres: {what} got no answer within {} ms (ACE_DB_TIMEOUT_MS): a stalled network or a stuck server; batch handed back, reconnecting",
+            timeout.as_millis()
+        )))
+    })
 }
 
 /// Wait for a first message, then take more until `max` or until `delay` has passed

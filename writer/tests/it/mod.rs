@@ -10,3 +10,4 @@ mod outage;
 mod policy;
 mod rejections;
 mod roles;
+mod stall;

@@ -72,6 +72,7 @@ impl Ledger {
             standby_poll: Duration::from_millis(200),
             retry_max: Duration::from_millis(1000),
             nak_delay: Duration::from_millis(200),
+            db_timeout: Duration::from_secs(15),
         }
     }
 
