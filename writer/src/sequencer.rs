@@ -631,8 +631,12 @@ impl Writer {
                 return Err(e);
             }
             match next {
-                Next::Idle => {}
-                Next::Shutdown => {}
+                Next::Idle if intake.is_some() && !stopping => {
+                    // The subscription answered (with nothing): NATS is fine again.
+                    self.faults.clear("nats");
+                    nats_backoff.reset();
+                }
+                Next::Idle | Next::Shutdown => {}
                 Next::Ready(p) => {
                     self.faults.clear("nats");
                     nats_backoff.reset();
