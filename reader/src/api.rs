@@ -158,6 +158,7 @@ pub async fn keys(State(s): State<Shared>, q: Params) -> Result<Json<Keys>, ApiE
         (status = 200, body = crate::model::Entry),
         (status = 400, body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 404, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 500, body = crate::problem::Problem, content_type = "application/problem+json", description = "inconsistent-data: an entry the latest checkpoint covers is missing"),
     ))]
 pub async fn entry(
     State(s): State<Shared>,
@@ -166,11 +167,25 @@ pub async fn entry(
 ) -> Result<Json<crate::model::Entry>, ApiError> {
     params(q, &[])?;
     let index = parse_u64("index", &segment(index, "index")?)?;
+    // The head before the entry: entries commit with their block, so an entry missing
+    // under a head that covers it is damage, not absence. (The other order could race a
+    // block committed between the two reads.)
+    let covered = match s.prover.heads.latest(&s.prover.pool).await {
+        Ok(head) => head.tree_size,
+        Err(ApiError::NoCheckpoint) => 0,
+        Err(e) => return Err(e),
+    };
     let c = s.prover.pool.get().await?;
-    store::entry_at(&c, index)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found("index", format!("no entry {index} in the log")))
+    match store::entry_at(&c, index).await? {
+        Some(e) => Ok(Json(e)),
+        None if index < covered => Err(ApiError::Corrupt(format!(
+            "entry {index} is missing from ledger_entries, yet the latest checkpoint covers {covered} entries"
+        ))),
+        None => Err(ApiError::not_found(
+            "index",
+            format!("no entry {index} in the log"),
+        )),
+    }
 }
 
 /// Inclusion proof of an entry in a checkpointed tree.

@@ -1032,3 +1032,33 @@ async fn the_reader_answers_503_with_a_reason_while_postgres_restarts_and_recove
     }
     assert_eq!(get(&app, "/readyz").await.status, StatusCode::OK);
 }
+
+/// An entry row gone from under a checkpoint that covers it (damage, or a restore that
+/// lost rows) is a 500 inconsistent-data problem naming the entry, not a 404: the log
+/// says the entry exists.
+#[tokio::test]
+async fn a_missing_entry_under_its_checkpoint_is_inconsistent_data_not_absent() {
+    let f = fixture(&[10]).await;
+    let admin = f.db.admin().await;
+    admin
+        .batch_execute(
+            "ALTER TABLE ledger_subjects DISABLE TRIGGER USER; \
+             ALTER TABLE ledger_entries DISABLE TRIGGER USER; \
+             DELETE FROM ledger_subjects WHERE idx = 4; \
+             DELETE FROM ledger_entries WHERE idx = 4",
+        )
+        .await
+        .unwrap();
+    let a = get(&f.app, "/v1/entries/4").await;
+    assert_eq!(a.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", a.text());
+    assert_eq!(a.content_type, "application/problem+json");
+    let p = a.json();
+    assert_eq!(p["type"], "urn:ace-ledger:problem:inconsistent-data");
+    assert!(p["detail"].as_str().unwrap().contains("entry 4"), "{p}");
+    // Beyond the log: absent, as before.
+    assert_eq!(
+        get(&f.app, "/v1/entries/10").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(get(&f.app, "/v1/entries/3").await.status, StatusCode::OK);
+}
