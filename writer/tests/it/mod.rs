@@ -2,6 +2,7 @@ pub mod support;
 
 mod crash;
 mod dedupe;
+mod diskfull;
 mod hostile;
 mod intake;
 mod leader;
