@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use ace_testkit::PgServer;
 
-use super::intake::try_http_get;
 use super::support::*;
 
 /// A tmpfs mounted for the test, unmounted when dropped.
@@ -54,18 +53,6 @@ fn fill(path: &Path) {
     let chunk = vec![0u8; 1 << 20];
     while f.write_all(&chunk).is_ok() {}
     let _ = f.flush();
-}
-
-async fn postgres_faults(port: u16) -> f64 {
-    let Ok((_, metrics)) = try_http_get(port, "/metrics").await else {
-        return 0.0;
-    };
-    metrics
-        .lines()
-        .find(|l| l.starts_with("ace_writer_transient_errors_total{component=\"postgres\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,7 +107,7 @@ async fn a_full_disk_stops_intake_without_loss_and_it_resumes_when_space_returns
 
     // Full: nothing gets in, and the writer says it is a Postgres fault, again and again.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while postgres_faults(port).await < 2.0 {
+    while writer_metric(port, POSTGRES_FAULTS).await < 2.0 {
         assert!(
             std::time::Instant::now() < deadline,
             "the writer never reported the full disk as a Postgres fault"

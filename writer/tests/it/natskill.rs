@@ -75,9 +75,6 @@ impl Drop for NatsServer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_server_killed_and_restarted_loses_nothing() {
-    if std::env::var("ACE_LOG").is_ok() {
-        ace_core::service::init_logging();
-    }
     let mut server = tokio::task::spawn_blocking(NatsServer::start)
         .await
         .unwrap();

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use ace_testkit::{TcpProxy, PG_HOST, PG_PORT};
 
-use super::intake::try_http_get;
 use super::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,16 +53,10 @@ async fn a_network_stall_longer_than_the_db_timeout_loses_nothing() {
         .unwrap()
         .get(0);
     assert_eq!(dlq, 0, "a stalled network never lands in the DLQ");
-    let (_, metrics) = try_http_get(port, "/metrics").await.unwrap();
-    let faults: f64 = metrics
-        .lines()
-        .find(|l| l.starts_with("ace_writer_transient_errors_total{component=\"postgres\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
+    let faults = writer_metric(port, POSTGRES_FAULTS).await;
     assert!(
         faults >= 1.0,
-        "the writer saw the stall as a Postgres fault:\n{metrics}"
+        "the writer saw the stall as a Postgres fault"
     );
     w.sigkill();
 }

@@ -381,3 +381,18 @@ pub async fn wait_for_entries(c: &tokio_postgres::Client, n: i64, timeout: Durat
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The value of one series on the writer's `/metrics` at `port` (0 when absent or the
+/// writer does not answer), e.g. `ace_writer_transient_errors_total{component="postgres"}`.
+pub async fn writer_metric(port: u16, series: &str) -> f64 {
+    let Ok((_, metrics)) = super::intake::try_http_get(port, "/metrics").await else {
+        return 0.0;
+    };
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|rest| rest.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+pub const POSTGRES_FAULTS: &str = "ace_writer_transient_errors_total{component=\"postgres\"}";
