@@ -15,8 +15,8 @@ fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
         .map(|entry| {
             let path = entry.expect("a directory entry").path();
-            let bytes = std::fs::read(&path)
-                .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+            let bytes =
+                std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
             (path, bytes)
         })
         .collect();

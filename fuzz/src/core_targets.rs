@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use ace_core::checkpoint::{
-    open_checkpoint, open_checkpoint_bytes, open_note, open_note_bytes, sign_checkpoint,
-    sign_note, Checkpoint, NoteSigner, NoteVerifier, MAX_NOTE_BYTES,
+    open_checkpoint, open_checkpoint_bytes, open_note, open_note_bytes, sign_checkpoint, sign_note,
+    Checkpoint, NoteSigner, NoteVerifier, MAX_NOTE_BYTES,
 };
 use ace_core::envelope::{envelope_sha256, pae, Envelope, IN_TOTO_PAYLOAD_TYPE};
 use ace_core::ids::{EnvelopeDigest, KeyId};
@@ -152,11 +152,15 @@ pub fn envelope(data: &[u8]) {
         let at = rest.len() % 64;
         env.signatures[0].sig[at] ^= 1 << (rest.len() % 8);
     }
-    let verdict = check_envelope(&env.to_json()).expect("an envelope built by Envelope::sign parses");
+    let verdict =
+        check_envelope(&env.to_json()).expect("an envelope built by Envelope::sign parses");
     let first_known = keys.registry.contains_key(&env.signatures[0].keyid);
     match verdict {
         Ok(signers) => {
-            assert!(!tampered || !first_known, "a flipped signature bit verified");
+            assert!(
+                !tampered || !first_known,
+                "a flipped signature bit verified"
+            );
             assert_eq!(
                 signers.keyid,
                 KeyId::from_public_key(&keys.valid.verifying_key())
@@ -178,7 +182,10 @@ fn check_envelope(raw: &[u8]) -> Option<Result<Signers, Rejection>> {
         Ok(env) => env,
         Err(r) => {
             assert_eq!(r.code, RejectionCode::MalformedEnvelope, "{r}");
-            assert!(r.field.is_some(), "a malformed envelope names no field: {r}");
+            assert!(
+                r.field.is_some(),
+                "a malformed envelope names no field: {r}"
+            );
             return None;
         }
     };
@@ -221,7 +228,10 @@ pub fn statement(payload: &[u8]) {
         Ok(st) => st,
         Err(r) => {
             assert_eq!(r.code, RejectionCode::MalformedStatement, "{r}");
-            assert!(r.field.is_some(), "a malformed statement names no field: {r}");
+            assert!(
+                r.field.is_some(),
+                "a malformed statement names no field: {r}"
+            );
             return;
         }
     };
