@@ -34,7 +34,8 @@ pub struct AppState {
 
 pub type Shared = Arc<AppState>;
 
-type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
+/// A route's query string as axum decoded it, or why it could not.
+pub type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
 type PathParam = Result<Path<String>, PathRejection>;
 
 /// A path segment, or a problem naming it (e.g. percent-encoding that is not UTF-8).
@@ -44,7 +45,7 @@ fn segment(p: PathParam, name: &'static str) -> Result<String, ApiError> {
 }
 
 /// The query parameters, refusing bad encoding, unknown names and oversized values.
-fn params(q: Params, allowed: &[&'static str]) -> Result<HashMap<String, String>, ApiError> {
+pub fn params(q: Params, allowed: &[&'static str]) -> Result<HashMap<String, String>, ApiError> {
     let Query(map) = q.map_err(|e| ApiError::bad("query", e.body_text()))?;
     for (k, v) in &map {
         let Some(&name) = allowed.iter().find(|a| **a == k.as_str()) else {
@@ -76,7 +77,7 @@ fn excerpt(s: &str) -> String {
 }
 
 /// A non-negative decimal that fits the log's bigint columns.
-fn parse_u64(name: &'static str, v: &str) -> Result<u64, ApiError> {
+pub fn parse_u64(name: &'static str, v: &str) -> Result<u64, ApiError> {
     if v.is_empty() || v.len() > 19 || !v.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ApiError::bad(
             name,
@@ -93,11 +94,12 @@ fn parse_u64(name: &'static str, v: &str) -> Result<u64, ApiError> {
         .ok_or_else(|| ApiError::bad(name, format!("{v} is above {}", i64::MAX)))
 }
 
-fn opt_u64(map: &HashMap<String, String>, name: &'static str) -> Result<Option<u64>, ApiError> {
+pub fn opt_u64(map: &HashMap<String, String>, name: &'static str) -> Result<Option<u64>, ApiError> {
     map.get(name).map(|v| parse_u64(name, v)).transpose()
 }
 
-fn limit(map: &HashMap<String, String>) -> Result<u32, ApiError> {
+/// The page size: [`DEFAULT_PAGE`] when absent, capped at [`MAX_PAGE`].
+pub fn limit(map: &HashMap<String, String>) -> Result<u32, ApiError> {
     match opt_u64(map, "limit")? {
         None => Ok(DEFAULT_PAGE),
         Some(0) => Err(ApiError::bad("limit", "must be at least 1")),
@@ -204,11 +206,14 @@ pub async fn proof(
     index: PathParam,
     q: Params,
 ) -> Result<Json<InclusionProof>, ApiError> {
-    let map = params(q, &["tree_size"])?;
+    let map = params(q, PROOF_PARAMS)?;
     let index = parse_u64("index", &segment(index, "index")?)?;
     let tree_size = opt_u64(&map, "tree_size")?;
     Ok(Json(s.prover.inclusion(index, tree_size).await?))
 }
+
+/// The query parameters of `GET /v1/entries/{index}/proof`.
+pub const PROOF_PARAMS: &[&str] = &["tree_size"];
 
 /// Consistency proof between two checkpointed tree sizes.
 #[utoipa::path(get, path = "/v1/consistency", tag = "proofs",
@@ -225,10 +230,19 @@ pub async fn consistency(
     State(s): State<Shared>,
     q: Params,
 ) -> Result<Json<ConsistencyProof>, ApiError> {
-    let map = params(q, &["from", "to"])?;
-    let from = opt_u64(&map, "from")?.ok_or_else(|| ApiError::bad("from", "is required"))?;
-    let to = opt_u64(&map, "to")?.ok_or_else(|| ApiError::bad("to", "is required"))?;
+    let (from, to) = consistency_sizes(&params(q, CONSISTENCY_PARAMS)?)?;
     Ok(Json(s.prover.consistency(from, to).await?))
+}
+
+/// The query parameters of `GET /v1/consistency`.
+pub const CONSISTENCY_PARAMS: &[&str] = &["from", "to"];
+
+/// `from` and `to` of `GET /v1/consistency`, both required. Whether they are checkpointed
+/// sizes, and in order, is the prover's to say.
+pub fn consistency_sizes(map: &HashMap<String, String>) -> Result<(u64, u64), ApiError> {
+    let from = opt_u64(map, "from")?.ok_or_else(|| ApiError::bad("from", "is required"))?;
+    let to = opt_u64(map, "to")?.ok_or_else(|| ApiError::bad("to", "is required"))?;
+    Ok((from, to))
 }
 
 /// What became of an envelope, by digest. An unknown digest is answered 404 with
@@ -259,7 +273,7 @@ pub async fn envelope(
 }
 
 /// `<algorithm>:<lowercase hex>`, as in-toto subject digests are indexed.
-fn subject_digest(v: &str) -> Result<(String, String), ApiError> {
+pub fn subject_digest(v: &str) -> Result<(String, String), ApiError> {
     let bad = || {
         ApiError::bad(
             "subject_digest",
@@ -306,16 +320,26 @@ fn subject_digest(v: &str) -> Result<(String, String), ApiError> {
         (status = 400, body = crate::problem::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn search(State(s): State<Shared>, q: Params) -> Result<Json<EntryPage>, ApiError> {
-    let map = params(
-        q,
-        &[
-            "producer",
-            "subject_digest",
-            "predicate_type",
-            "after",
-            "limit",
-        ],
-    )?;
+    let query = search_query(&params(q, SEARCH_PARAMS)?)?;
+    let c = s.prover.pool.get().await?;
+    let (entries, more) = store::search(&c, &query).await?;
+    let next = more
+        .then(|| entries.last().map(|e| e.index.to_string()))
+        .flatten();
+    Ok(Json(EntryPage { entries, next }))
+}
+
+/// The query parameters of `GET /v1/entries`.
+pub const SEARCH_PARAMS: &[&str] = &[
+    "producer",
+    "subject_digest",
+    "predicate_type",
+    "after",
+    "limit",
+];
+
+/// The filters and page of `GET /v1/entries`.
+pub fn search_query(map: &HashMap<String, String>) -> Result<store::Search, ApiError> {
     let producer = map
         .get("producer")
         .map(|p| {
@@ -334,19 +358,13 @@ pub async fn search(State(s): State<Shared>, q: Params) -> Result<Json<EntryPage
         }
         other => other.cloned(),
     };
-    let query = store::Search {
+    Ok(store::Search {
         producer,
         subject,
         predicate_type,
-        after: opt_u64(&map, "after")?,
-        limit: limit(&map)?,
-    };
-    let c = s.prover.pool.get().await?;
-    let (entries, more) = store::search(&c, &query).await?;
-    let next = more
-        .then(|| entries.last().map(|e| e.index.to_string()))
-        .flatten();
-    Ok(Json(EntryPage { entries, next }))
+        after: opt_u64(map, "after")?,
+        limit: limit(map)?,
+    })
 }
 
 /// One block, with its checkpoint and anchor receipts.
@@ -412,20 +430,7 @@ pub async fn policy(
 ) -> Result<Response, ApiError> {
     params(q, &[])?;
     let version = segment(version, "version")?;
-    let well_formed = version.strip_prefix("sha256:").is_some_and(|h| {
-        h.len() == 64
-            && h.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    });
-    if !well_formed {
-        return Err(ApiError::bad(
-            "version",
-            format!(
-                "must be sha256:<64 lowercase hex digits>, got {:?}",
-                excerpt(&version)
-            ),
-        ));
-    }
+    check_policy_version(&version)?;
     let c = s.prover.pool.get().await?;
     let p = store::policy(&c, &version).await?.ok_or_else(|| {
         ApiError::not_found(
@@ -435,6 +440,26 @@ pub async fn policy(
     })?;
     // A version names its text for good.
     Ok(immutable(Json(p).into_response(), true))
+}
+
+/// A policy version: `sha256:<64 lowercase hex>`.
+pub fn check_policy_version(version: &str) -> Result<(), ApiError> {
+    let well_formed = version.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    });
+    if well_formed {
+        Ok(())
+    } else {
+        Err(ApiError::bad(
+            "version",
+            format!(
+                "must be sha256:<64 lowercase hex digits>, got {:?}",
+                excerpt(version)
+            ),
+        ))
+    }
 }
 
 /// Blocks in height order.
@@ -448,7 +473,7 @@ pub async fn policy(
         (status = 400, body = crate::problem::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn blocks(State(s): State<Shared>, q: Params) -> Result<Json<BlockPage>, ApiError> {
-    let map = params(q, &["after", "limit"])?;
+    let map = params(q, BLOCKS_PARAMS)?;
     let after = opt_u64(&map, "after")?;
     let limit = limit(&map)?;
     let c = s.prover.pool.get().await?;
@@ -458,6 +483,9 @@ pub async fn blocks(State(s): State<Shared>, q: Params) -> Result<Json<BlockPage
         .flatten();
     Ok(Json(BlockPage { blocks, next }))
 }
+
+/// The query parameters of `GET /v1/blocks`.
+pub const BLOCKS_PARAMS: &[&str] = &["after", "limit"];
 
 /// C2SP tlog-tiles: the latest checkpoint.
 #[utoipa::path(get, path = "/checkpoint", tag = "tiles",
@@ -482,12 +510,62 @@ pub async fn tile(
 ) -> Result<Response, ApiError> {
     params(q, &[])?;
     let rest = segment(rest, "path")?;
+    let latest = s.prover.heads.latest(&s.prover.pool).await?;
+    let size = latest.tree_size;
+    let path = format!("tile/{rest}");
+    let id = match tile_request(&rest, size)? {
+        TileRequest::Tile(id) => id,
+        TileRequest::Entries { first, width } => {
+            let c = s.prover.pool.get().await?;
+            let leaves = store::leaves(&c, first, width).await?;
+            if leaves.len() != usize::from(width)
+                || leaves.iter().zip(first..).any(|((i, _), want)| *i != want)
+            {
+                return Err(ApiError::Corrupt(format!(
+                    "entries {first}..{} are not all stored",
+                    first + u64::from(width)
+                )));
+            }
+            let mut body = Vec::with_capacity(leaves.iter().map(|(_, l)| l.len() + 2).sum());
+            for (i, leaf) in &leaves {
+                let len = u16::try_from(leaf.len()).map_err(|_| {
+                    ApiError::Corrupt(format!("entry {i}: leaf of {} bytes", leaf.len()))
+                })?;
+                body.extend_from_slice(&len.to_be_bytes());
+                body.extend_from_slice(leaf);
+            }
+            return Ok(immutable(octets(body), width == TILE_WIDTH as u16));
+        }
+    };
+    let tile = s
+        .prover
+        .tiles(&[id], size)
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::Corrupt(format!("tile {path} was not read")))?;
+    let hashes = tile
+        .hashes()
+        .get(..usize::from(id.width))
+        .ok_or_else(|| ApiError::Corrupt(format!("tile {path} is short")))?;
+    Ok(immutable(octets(tile_to_bytes(hashes)), id.is_full()))
+}
+
+/// What a tile path asks for, once it is known to lie in the tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TileRequest {
+    /// An entry bundle: the leaves `first..first + width`.
+    Entries { first: u64, width: u16 },
+    /// A Merkle tile.
+    Tile(TileId),
+}
+
+/// Reads the path after `/tile/` against a tree of `size` leaves: 400 for a path that is
+/// not canonical C2SP, 404 for a tile or bundle beyond the tree.
+pub fn tile_request(rest: &str, size: u64) -> Result<TileRequest, ApiError> {
     if rest.len() > MAX_PARAM_BYTES {
         return Err(ApiError::bad("path", "is too long to be a tile path"));
     }
     let path = format!("tile/{rest}");
-    let latest = s.prover.heads.latest(&s.prover.pool).await?;
-    let size = latest.tree_size;
     let beyond = |what: String| {
         ApiError::not_found(
             "path",
@@ -501,25 +579,7 @@ pub async fn tile(
             .checked_mul(TILE_WIDTH)
             .filter(|f| f.saturating_add(u64::from(width)) <= size)
             .ok_or_else(|| beyond(format!("entry bundle {path}")))?;
-        let c = s.prover.pool.get().await?;
-        let leaves = store::leaves(&c, first, width).await?;
-        if leaves.len() != usize::from(width)
-            || leaves.iter().zip(first..).any(|((i, _), want)| *i != want)
-        {
-            return Err(ApiError::Corrupt(format!(
-                "entries {first}..{} are not all stored",
-                first + u64::from(width)
-            )));
-        }
-        let mut body = Vec::with_capacity(leaves.iter().map(|(_, l)| l.len() + 2).sum());
-        for (i, leaf) in &leaves {
-            let len = u16::try_from(leaf.len()).map_err(|_| {
-                ApiError::Corrupt(format!("entry {i}: leaf of {} bytes", leaf.len()))
-            })?;
-            body.extend_from_slice(&len.to_be_bytes());
-            body.extend_from_slice(leaf);
-        }
-        return Ok(immutable(octets(body), width == TILE_WIDTH as u16));
+        return Ok(TileRequest::Entries { first, width });
     }
     let id = TileId::parse(&path).map_err(|e| ApiError::bad("path", e.to_string()))?;
     let at_level = size >> (8 * u32::from(id.level));
@@ -530,17 +590,7 @@ pub async fn tile(
     if !fits {
         return Err(beyond(format!("tile {path}")));
     }
-    let tile = s
-        .prover
-        .tiles(&[id], size)
-        .await?
-        .pop()
-        .ok_or_else(|| ApiError::Corrupt(format!("tile {path} was not read")))?;
-    let hashes = tile
-        .hashes()
-        .get(..usize::from(id.width))
-        .ok_or_else(|| ApiError::Corrupt(format!("tile {path} is short")))?;
-    Ok(immutable(octets(tile_to_bytes(hashes)), id.is_full()))
+    Ok(TileRequest::Tile(id))
 }
 
 fn octets(body: Vec<u8>) -> Response {
