@@ -158,11 +158,25 @@ pub fn describe_url(url: &str) -> String {
     }
 }
 
-/// One connection, its driver task spawned on the current runtime.
-pub async fn connect(url: &str) -> Result<Client, DbError> {
-    let cfg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
-        DbError::BadUrl(format!("{}: {e}", describe_url(url)))
-    })?;
+fn parse_url(url: &str) -> Result<tokio_postgres::Config, DbError> {
+    url.parse()
+        .map_err(|e: tokio_postgres::Error| DbError::BadUrl(format!("{}: {e}", describe_url(url))))
+}
+
+/// Add a server setting (`name=value`) to the session options, keeping any the URL gave.
+fn add_setting(cfg: &mut tokio_postgres::Config, setting: &str) {
+    let mut options = cfg.get_options().unwrap_or_default().to_owned();
+    if !options.is_empty() {
+        options.push(' ');
+    }
+    options.push_str("-c ");
+    options.push_str(setting);
+    cfg.options(options);
+}
+
+/// Connect with `cfg` (parsed from `url`, which names the target in errors) and spawn the
+/// connection's driver task on the current runtime.
+async fn connect_with(url: &str, cfg: &tokio_postgres::Config) -> Result<Client, DbError> {
     let (client, conn) = cfg
         .connect(NoTls)
         .await
@@ -178,38 +192,27 @@ pub async fn connect(url: &str) -> Result<Client, DbError> {
     Ok(client)
 }
 
+/// One connection, its driver task spawned on the current runtime.
+pub async fn connect(url: &str) -> Result<Client, DbError> {
+    connect_with(url, &parse_url(url)?).await
+}
+
 /// [`connect`] for a service that must not hang on a stalled network: the connect, and
 /// any data left unacknowledged by the peer's TCP, give up after `timeout`
 /// (`tcp_user_timeout`); and the server ends the session if it sits idle inside a
 /// transaction for `timeout` (so that a session whose client vanished mid-transaction
 /// frees its locks, the writer's sequencer lock among them).
 pub async fn connect_guarded(url: &str, timeout: std::time::Duration) -> Result<Client, DbError> {
-    let mut cfg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
-        DbError::BadUrl(format!("{}: {e}", describe_url(url)))
-    })?;
+    let mut cfg = parse_url(url)?;
     let ms = timeout.as_millis().max(1);
-    let mut options = cfg.get_options().unwrap_or_default().to_owned();
-    if !options.is_empty() {
-        options.push(' ');
-    }
-    options.push_str(&format!("-c idle_in_transaction_session_timeout={ms}"));
-    cfg.options(options)
-        .connect_timeout(timeout)
+    add_setting(
+        &mut cfg,
+        &format!("idle_in_transaction_session_timeout={ms}"),
+    );
+    cfg.connect_timeout(timeout)
         .tcp_user_timeout(timeout)
         .keepalives_idle(timeout);
-    let (client, conn) = cfg
-        .connect(NoTls)
-        .await
-        .map_err(|source| DbError::Connect {
-            target: describe_url(url),
-            source,
-        })?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "postgres connection closed");
-        }
-    });
-    Ok(client)
+    connect_with(url, &cfg).await
 }
 
 /// A connection whose notifications (LISTEN) arrive on the returned channel, which
@@ -223,9 +226,7 @@ pub async fn connect_listening(
     ),
     DbError,
 > {
-    let cfg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
-        DbError::BadUrl(format!("{}: {e}", describe_url(url)))
-    })?;
+    let cfg = parse_url(url)?;
     let (client, mut conn) = cfg
         .connect(NoTls)
         .await
@@ -266,16 +267,12 @@ pub fn pool_with(
     max_size: usize,
     statement_timeout: Option<std::time::Duration>,
 ) -> Result<Pool, DbError> {
-    let mut pg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
-        DbError::BadUrl(format!("{}: {e}", describe_url(url)))
-    })?;
+    let mut pg = parse_url(url)?;
     if let Some(t) = statement_timeout {
-        let mut options = pg.get_options().map(str::to_owned).unwrap_or_default();
-        if !options.is_empty() {
-            options.push(' ');
-        }
-        options.push_str(&format!("-c statement_timeout={}", t.as_millis().max(1)));
-        pg.options(&options);
+        add_setting(
+            &mut pg,
+            &format!("statement_timeout={}", t.as_millis().max(1)),
+        );
     }
     let mgr = deadpool_postgres::Manager::from_config(
         pg,
