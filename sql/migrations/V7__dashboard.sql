@@ -24,6 +24,9 @@ CREATE TABLE dlq_actions (
 );
 CREATE INDEX dlq_actions_item ON dlq_actions (dlq_id, id);
 
+-- JetStream's delivery count of the rejected message (NULL for rows written before V7).
+ALTER TABLE dlq_items ADD COLUMN delivered bigint;
+
 -- The explorer filters by producer, reason code and time, newest first, by keyset on id.
 CREATE INDEX dlq_items_producer ON dlq_items (producer, id);
 CREATE INDEX dlq_items_code ON dlq_items (code, id);

@@ -66,6 +66,7 @@ pub struct NewEntry {
 #[derive(Debug, Clone)]
 pub struct DlqRow {
     pub stream_seq: u64,
+    pub delivered: i64,
     pub subject: String,
     pub producer: String,
     pub digest: Option<String>,
@@ -138,6 +139,7 @@ pub fn plan(
                 ));
                 dlq.push(DlqRow {
                     stream_seq: msg.stream_seq,
+                    delivered: msg.delivered,
                     subject: msg.subject.clone(),
                     producer,
                     digest,
@@ -309,6 +311,7 @@ mod tests {
                 subject: "ace.intake.acme".into(),
                 payload: Bytes::from(raw),
                 stream_seq: seq,
+                delivered: 1,
                 published_at_ms: None,
                 headers: serde_json::json!({}),
             },

@@ -1107,6 +1107,7 @@ fn to_incoming(m: &jetstream::Message) -> Result<Incoming, BatchError> {
         subject: m.subject.to_string(),
         payload: m.payload.clone(),
         stream_seq: info.stream_sequence,
+        delivered: info.delivered,
         published_at_ms,
         headers: serde_json::Value::Object(headers),
     })

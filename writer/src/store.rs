@@ -134,6 +134,7 @@ pub async fn write_plan(
     if !plan.dlq.is_empty() {
         let n = plan.dlq.len();
         let mut seq = Vec::with_capacity(n);
+        let mut delivered = Vec::with_capacity(n);
         let mut subject = Vec::with_capacity(n);
         let mut producer = Vec::with_capacity(n);
         let mut digest: Vec<Option<&str>> = Vec::with_capacity(n);
@@ -144,6 +145,7 @@ pub async fn write_plan(
         let mut headers = Vec::with_capacity(n);
         for d in &plan.dlq {
             seq.push(d.stream_seq as i64);
+            delivered.push(d.delivered);
             subject.push(d.subject.as_str());
             producer.push(d.producer.as_str());
             digest.push(d.digest.as_deref());
@@ -155,10 +157,10 @@ pub async fn write_plan(
         }
         // A redelivered message that was already rejected keeps its first row.
         tx.execute(
-            "INSERT INTO dlq_items (stream_seq, subject, producer, digest, code, detail, field, envelope, headers) \
-             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bytea[], $9::jsonb[]) \
+            "INSERT INTO dlq_items (stream_seq, subject, producer, digest, code, detail, field, envelope, headers, delivered) \
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bytea[], $9::jsonb[], $10::bigint[]) \
              ON CONFLICT (stream_seq) DO NOTHING",
-            &[&seq, &subject, &producer, &digest, &code, &detail, &field, &envelope, &headers],
+            &[&seq, &subject, &producer, &digest, &code, &detail, &field, &envelope, &headers, &delivered],
         )
         .await
         .map_err(DbError::query("inserting DLQ rows"))?;

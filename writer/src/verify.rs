@@ -29,6 +29,9 @@ pub struct Incoming {
     pub subject: String,
     pub payload: Bytes,
     pub stream_seq: u64,
+    /// JetStream's delivery count of this message (1 on first delivery), kept with a DLQ
+    /// row: a high count tells the operator the writer crashed or timed out on it.
+    pub delivered: i64,
     /// From the `Ace-Published-At` header, unix ms.
     pub published_at_ms: Option<i64>,
     /// Headers kept with a DLQ row, for triage.
@@ -339,6 +342,7 @@ mod tests {
             subject: subject.into(),
             payload: Bytes::from(payload),
             stream_seq: 1,
+            delivered: 1,
             published_at_ms: None,
             headers: serde_json::json!({}),
         }
