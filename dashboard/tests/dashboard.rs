@@ -315,6 +315,7 @@ async fn triage_end_to_end() {
 async fn logins_are_rate_limited() {
     let stack = Stack::start(Opts {
         tweak: Box::new(|c| c.login_max_failures = 3),
+        ..Opts::default()
     })
     .await;
     let mut b = Browser::new(&stack.dashboard);
@@ -357,6 +358,7 @@ async fn alert_hooks_post_to_the_webhook_and_set_the_gauges() {
             c.alerts.dlq_open = 1;
             c.alerts.dlq_open_for = Duration::from_secs(1);
         }),
+        ..Opts::default()
     })
     .await;
     let k = stack.add_producer("acme", false).await;
@@ -501,4 +503,80 @@ fn first_column(table: &str) -> &'static str {
         "operator_audit" => "actor",
         other => panic!("no column known for {other}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_answer_503_naming_postgres_while_it_restarts_and_recover() {
+    let pg = Arc::new(
+        tokio::task::spawn_blocking(ace_testkit::PgServer::start)
+            .await
+            .expect("private Postgres"),
+    );
+    let mut stack = Stack::start(Opts {
+        pg_port: Some(pg.port),
+        ..Opts::default()
+    })
+    .await;
+    let k = stack.add_producer("acme", false).await;
+    stack.publish("acme", sign(&statement(1, "a"), &k).0).await;
+    stack.wait_count("SELECT count(*) FROM dlq_items", 1).await;
+    let mut b = Browser::new(&stack.dashboard);
+    assert_eq!(b.login(OPERATOR).await.status, 303);
+    for path in ["/", "/dlq", "/dlq/1", "/producers", "/anchors"] {
+        assert_eq!(b.get(path).await.status, 200, "{path}");
+    }
+
+    let p = Arc::clone(&pg);
+    tokio::task::spawn_blocking(move || p.stop("immediate"))
+        .await
+        .expect("stop");
+    for path in [
+        "/",
+        "/dlq",
+        "/dlq/1",
+        "/history?digest=sha256:0000000000000000000000000000000000000000000000000000000000000000",
+        "/producers",
+        "/anchors",
+        "/readyz",
+    ] {
+        let p = b.get(path).await;
+        assert_eq!(p.status, 503, "{path} while Postgres is down: {}", p.body);
+        assert!(
+            p.body.contains("Postgres"),
+            "{path}: the answer names Postgres: {}",
+            p.body
+        );
+        assert!(
+            p.body.contains(&pg.port.to_string()) || path == "/readyz",
+            "{path}: and its address: {}",
+            p.body
+        );
+    }
+    assert_eq!(
+        b.get("/healthz").await.status,
+        200,
+        "alive, though not ready"
+    );
+
+    let p = Arc::clone(&pg);
+    tokio::task::spawn_blocking(move || p.resume())
+        .await
+        .expect("resume");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for path in ["/readyz", "/", "/dlq/1"] {
+        loop {
+            let p = b.get(path).await;
+            if p.status == 200 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path} still {} after Postgres came back: {}",
+                p.status,
+                p.body
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    drop(stack);
 }

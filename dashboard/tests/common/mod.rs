@@ -57,19 +57,25 @@ pub fn sign(statement: &[u8], key: &SigningKey) -> (Vec<u8>, String) {
 /// Options for [`Stack::start`].
 pub struct Opts {
     pub tweak: Box<dyn FnOnce(&mut ace_dashboard::Config) + Send>,
+    /// The port of a test's private Postgres on 127.0.0.1, instead of the shared one.
+    pub pg_port: Option<u16>,
 }
 
 impl Default for Opts {
     fn default() -> Self {
         Opts {
             tweak: Box::new(|_| {}),
+            pg_port: None,
         }
     }
 }
 
 impl Stack {
     pub async fn start(opts: Opts) -> Stack {
-        let db = TestDb::new().await;
+        let db = match opts.pg_port {
+            Some(port) => TestDb::on("127.0.0.1", port).await,
+            None => TestDb::new().await,
+        };
         let nats = TestNats::new().await;
         let dir = std::env::temp_dir().join(unique("ace-dash-"));
         std::fs::create_dir_all(&dir).expect("temp dir");
