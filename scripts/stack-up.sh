@@ -11,7 +11,9 @@
 #  8. start the anchor (health and metrics on 127.0.0.1:9102, log in .stack/anchor.log), which
 #     publishes each checkpoint on JetStream (`ace.checkpoint`; sinks in
 #     .stack/anchor-sinks.toml, docs/anchor.md adds TSAs, webhooks and witnesses), and show
-#     its progress (its /readyz).
+#     its progress (its /readyz);
+#  9. start the dashboard on http://127.0.0.1:8080 (log in .stack/dashboard.log) with one
+#     operator account, `admin`, whose generated password is in .stack/secrets/admin.password.
 # Re-running it is safe: every step is idempotent. Secrets live in .stack/secrets (0600).
 # Stop the services with: kill $(cat .stack/*.pid)
 set -euo pipefail
@@ -38,7 +40,7 @@ if [ "$(psql_admin -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$D
 fi
 psql_admin -d "$DB" < sql/roles.sql
 psql_admin -d "$DB" -c "GRANT USAGE, CREATE ON SCHEMA public TO ace_owner"
-for role in ace_owner ace_writer ace_reader ace_anchor; do
+for role in ace_owner ace_writer ace_reader ace_anchor ace_dashboard; do
   f="$SECRETS/$role.url"
   if [ ! -s "$f" ]; then
     pw=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -48,7 +50,7 @@ for role in ace_owner ace_writer ace_reader ace_anchor; do
 done
 
 echo "== build"
-cargo build --release --locked -p ace-writer -p ace-reader -p ace-anchor -p acectl
+cargo build --release --locked -p ace-writer -p ace-reader -p ace-anchor -p ace-dashboard -p acectl
 ACECTL=target/release/acectl
 
 echo "== schema"
@@ -147,3 +149,17 @@ done
 echo "the anchor's sinks (anchored = height of the last receipt; GET /v1/blocks/{height} on the reader shows them):"
 curl -fsS http://127.0.0.1:9102/readyz
 echo
+
+echo "== dashboard (operators' UI on :8080)"
+if [ ! -s "$SECRETS/admin.password" ]; then
+  head -c 18 /dev/urandom | base64 | tr -d '/+=' > "$SECRETS/admin.password"
+fi
+if [ ! -s "$SECRETS/dashboard-users.toml" ]; then
+  hash=$(target/release/ace-dashboard hash-password < "$SECRETS/admin.password")
+  printf '[[user]]\nname = "admin"\nrole = "operator"\npassword_hash = "%s"\n' "$hash" > "$SECRETS/dashboard-users.toml"
+fi
+start dashboard 8080 \
+  ACE_DATABASE_URL_FILE="$SECRETS/ace_dashboard.url" \
+  ACE_DASHBOARD_USERS_FILE="$SECRETS/dashboard-users.toml" \
+  ACE_PREFIX="$PREFIX"
+echo "log in at http://127.0.0.1:8080 as admin, password in $SECRETS/admin.password"
