@@ -30,6 +30,10 @@ pub struct ProducerView {
     pub accepted: String,
     pub duplicate: String,
     pub rejected: String,
+    /// Entries appended and envelopes rejected in the last hour, and the busiest minute.
+    pub hour_accepted: i64,
+    pub hour_rejected: i64,
+    pub peak_per_minute: i64,
     /// Rejections of the last 24 hours by code, most frequent first.
     pub reasons: Vec<(String, i64)>,
 }
@@ -39,7 +43,11 @@ fn t(v: Option<DateTime<Utc>>) -> String {
         .unwrap_or_else(|| "–".into())
 }
 
-pub async fn list(db: &Db, w: &WriterFigures) -> Result<Vec<ProducerView>, DashError> {
+pub async fn list(
+    db: &Db,
+    w: &WriterFigures,
+    hour: &figures::Intake,
+) -> Result<Vec<ProducerView>, DashError> {
     let c = db.client().await?;
     let rows = c
         .query(
@@ -106,7 +114,15 @@ pub async fn list(db: &Db, w: &WriterFigures) -> Result<Vec<ProducerView>, DashE
             let p: String = r.get(0);
             let f = w.by_producer.get(&p).cloned().unwrap_or_default();
             let last_ms: Option<i64> = r.get(3);
+            let per_minute = |m: &BTreeMap<i64, BTreeMap<String, i64>>| -> Vec<i64> {
+                m.values().filter_map(|x| x.get(&p).copied()).collect()
+            };
+            let acc = per_minute(&hour.accepted);
+            let rej = per_minute(&hour.rejected);
             ProducerView {
+                hour_accepted: acc.iter().sum(),
+                hour_rejected: rej.iter().sum(),
+                peak_per_minute: acc.iter().copied().max().unwrap_or(0),
                 status: r.get(1),
                 created_at: t(Some(r.get(2))),
                 last_entry: t(last_ms.and_then(|m| Utc.timestamp_millis_opt(m).single())),

@@ -864,8 +864,15 @@ async fn producers_page(State(s): State<Shared>, headers: HeaderMap) -> Response
         Ok(x) => x,
         Err(r) => return *r,
     };
-    let writers = s.writer_scrapes().await;
-    match producers::list(&s.db, &figures::writer_figures(&writers)).await {
+    let (writers, hour) = tokio::join!(
+        s.writer_scrapes(),
+        figures::intake_last_hour(&s.db, chrono::Utc::now().timestamp_millis())
+    );
+    let hour = match hour {
+        Ok(h) => h,
+        Err(e) => return error_page(Some(&sess), &e),
+    };
+    match producers::list(&s.db, &figures::writer_figures(&writers), &hour).await {
         Ok(p) => render(
             &sess,
             &ProducersPage {

@@ -222,6 +222,18 @@ async fn triage_end_to_end() {
     assert_eq!(steps, vec!["rejected", "retried", "accepted"], "{}", p.body);
     assert!(p.body.contains(OPERATOR.0));
 
+    // The producers page: beta's key is valid now; its hour: one entry, two rejections.
+    let p = op.get("/producers").await;
+    let beta_section = &p.body[p.body.find("id=\"producer-beta\"").expect("beta's section")..];
+    let beta_section = &beta_section[..beta_section.find("</section>").expect("end")];
+    assert!(beta_section.contains("<td>valid</td>"), "{beta_section}");
+    assert!(
+        beta_section.contains("class=\"hour-accepted\">1<")
+            && beta_section.contains("class=\"hour-rejected\">2<"),
+        "{beta_section}"
+    );
+    assert!(beta_section.contains("unknown_key</a> 1"), "{beta_section}");
+
     // Discard needs a note.
     let p = op
         .post(
