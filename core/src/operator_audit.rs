@@ -42,7 +42,9 @@ pub enum ChainError {
     Canonical { seq: i64, why: String },
     #[error("operator_audit row {seq}: expected seq {expected} (rows missing or out of order)")]
     Sequence { seq: i64, expected: i64 },
-    #[error("operator_audit row {seq}: prev_hash is {found} but the row before hashes to {expected}")]
+    #[error(
+        "operator_audit row {seq}: prev_hash is {found} but the row before hashes to {expected}"
+    )]
     PrevHash {
         seq: i64,
         expected: String,
@@ -188,7 +190,10 @@ mod tests {
             )
             .as_bytes(),
         );
-        assert_eq!(row_hash(&GENESIS, &r).expect("hash"), <Hash>::from(expected));
+        assert_eq!(
+            row_hash(&GENESIS, &r).expect("hash"),
+            <Hash>::from(expected)
+        );
     }
 
     #[test]
@@ -209,18 +214,27 @@ mod tests {
         };
         let mut altered = rows.clone();
         altered[2].0.detail = r#"{"note":"nothing to see"}"#.into();
-        assert!(matches!(run(&altered), Err(ChainError::Hash { seq: 3, .. })));
+        assert!(matches!(
+            run(&altered),
+            Err(ChainError::Hash { seq: 3, .. })
+        ));
 
         let mut relinked = rows.clone();
         relinked[2].0.actor = "mallory".into();
         relinked[2].2 = row_hash(&relinked[2].1, &relinked[2].0).expect("hash");
-        assert!(matches!(run(&relinked), Err(ChainError::PrevHash { seq: 4, .. })));
+        assert!(matches!(
+            run(&relinked),
+            Err(ChainError::PrevHash { seq: 4, .. })
+        ));
 
         let mut gap = rows.clone();
         gap.remove(1);
         assert!(matches!(
             run(&gap),
-            Err(ChainError::Sequence { seq: 3, expected: 2 })
+            Err(ChainError::Sequence {
+                seq: 3,
+                expected: 2
+            })
         ));
 
         let mut bad = rows;
