@@ -74,13 +74,15 @@ pub enum BrowserError {
     )]
     Session {
         addr: String,
-        source: NewSessionError,
+        source: Box<NewSessionError>,
     },
     #[error("chromedriver at {addr}: {what}: {source}")]
     Command {
         addr: String,
         what: String,
-        source: CmdError,
+        // Boxed, as is the session error: fantoccini's errors are large and a Result
+        // carrying them inline is too.
+        source: Box<CmdError>,
     },
     #[error("chromedriver at {addr}: {what} {path}: {source}")]
     File {
@@ -159,7 +161,10 @@ impl Browser {
                 let mut driver = driver;
                 kill_tree(&mut driver);
                 let _ = std::fs::remove_dir_all(&dir);
-                return Err(BrowserError::Session { addr, source });
+                return Err(BrowserError::Session {
+                    addr,
+                    source: Box::new(source),
+                });
             }
         };
         Ok(Browser {
@@ -244,7 +249,7 @@ impl Browser {
         BrowserError::Command {
             addr: self.addr.clone(),
             what,
-            source,
+            source: Box::new(source),
         }
     }
 }
