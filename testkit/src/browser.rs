@@ -371,8 +371,25 @@ fn kill_tree(driver: &mut Child) {
     let mut again = descendants(root);
     again.push(root);
     let all: HashSet<u32> = pids.into_iter().chain(again).collect();
-    signal("KILL", &all.into_iter().collect::<Vec<_>>());
+    signal("KILL", &all.iter().copied().collect::<Vec<_>>());
     let _ = driver.wait();
+    // SIGKILL lands asynchronously: wait (briefly) until none runs, so that the profile
+    // directory removed next is no longer being written.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while all.iter().any(|p| alive(*p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether `pid` exists and is not a zombie (dead, waiting for its parent to reap it).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let rest = &stat[stat.rfind(')')? + 1..];
+            rest.split_whitespace().next().map(|state| state != "Z")
+        })
+        .unwrap_or(false)
 }
 
 /// kill(1), as the other test harnesses do: no unsafe code for a signal. A PID that is
