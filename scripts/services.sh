@@ -1,6 +1,7 @@
 # Sourced by stack-up.sh and test.sh: make sure PostgreSQL 15+ and nats-server (with
-# JetStream) are installed and running on loopback. Installs from apt when missing.
-# Never stops or reconfigures a server that is already running.
+# JetStream) are installed and running on loopback, and that the test tools are installed
+# (Chromium and chromedriver for browser tests, promtool for the alert rules). Installs
+# from apt when missing. Never stops or reconfigures a server that is already running.
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -13,14 +14,45 @@ ensure_packages() {
   command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
   # The tests' RFC 3161 authority is `openssl ts`; stack-up derives keys with it too.
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  # Browser tests (ace_testkit::browser) drive headless Chromium through chromedriver.
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+  # promtool checks and unit-tests prometheus/ace-alerts.yml; Debian ships it only in the
+  # server's package. Installed on its own, without Recommends: those are
+  # prometheus-node-exporter, a second daemon nothing here uses.
+  local promtool=0
+  command -v promtool >/dev/null 2>&1 || promtool=1
+  if [ ${#missing[@]} -gt 0 ] || [ "$promtool" -eq 1 ]; then
+    as_root apt-get update -qq
+  fi
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing from apt: ${missing[*]}"
-    as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  fi
+  if [ "$promtool" -eq 1 ]; then
+    echo "installing from apt: prometheus (for promtool only)"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+    stop_prometheus_server
   fi
   if ! command -v cargo >/dev/null 2>&1; then
     echo "cargo is missing: install a Rust toolchain (1.89 or newer, e.g. with rustup) and re-run" >&2
     exit 1
+  fi
+}
+
+# The prometheus package's postinst starts the server (systemd, or /etc/init.d through
+# invoke-rc.d) unless a policy-rc.d forbids it, as in most containers. It was installed
+# here for promtool alone: stop it and keep it from starting at boot. Only called right
+# after this script installed the package, so it never stops someone's own Prometheus.
+stop_prometheus_server() {
+  if [ -d /run/systemd/system ]; then
+    as_root systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+  elif [ -x /etc/init.d/prometheus ]; then
+    as_root /etc/init.d/prometheus stop >/dev/null 2>&1 || true
+    as_root update-rc.d prometheus disable >/dev/null 2>&1 || true
+  fi
+  if pgrep -x prometheus >/dev/null 2>&1; then
+    echo "warning: a Prometheus server is still running after installing the prometheus package (for promtool); stop it if it is not yours" >&2
   fi
 }
 

@@ -10,7 +10,9 @@
 //! yields exactly the stored tiles (full and partial); the root at the block's tree size is
 //! `root_hash`; the header hashes to `block_hash`; genesis and the hash chain hold; the
 //! checkpoint opens with a trusted key and carries the block's tree size and root. At the
-//! end, no stored tile row is one the log never produced.
+//! end, no stored tile row is one the log never produced. Then the anchor receipts
+//! (`receipts.rs`) and the operators' hash-chained trail with the DLQ actions recorded in
+//! it (`operator_audit.rs`).
 //!
 //! The audit reads one consistent snapshot (REPEATABLE READ, exported to every connection),
 //! so it can run beside a live writer; it checks the ledger as of that snapshot. Entries are
@@ -113,6 +115,10 @@ pub enum Location {
         sink: String,
         height: u64,
     },
+    /// A row of `operator_audit`, by seq.
+    OperatorAudit(i64),
+    /// A row of `dlq_actions`, by id.
+    DlqAction(i64),
 }
 
 impl fmt::Display for Location {
@@ -134,6 +140,8 @@ impl fmt::Display for Location {
             Location::Receipt { id, sink, height } => {
                 write!(f, "anchor receipt {id} (sink {sink}, block {height})")
             }
+            Location::OperatorAudit(seq) => write!(f, "operator_audit row {seq}"),
+            Location::DlqAction(id) => write!(f, "dlq action {id}"),
         }
     }
 }
@@ -218,6 +226,8 @@ pub struct Summary {
     /// Policy versions kept in `ledger_policies`, each text rehashed.
     pub policies: usize,
     pub receipts: crate::receipts::ReceiptSummary,
+    /// The operators' hash-chained trail and the DLQ actions recorded in it.
+    pub trail: crate::operator_audit::TrailSummary,
 }
 
 /// Runs the audit and prints the outcome; returns the process exit code.
@@ -268,6 +278,16 @@ pub async fn run(args: AuditArgs) -> i32 {
                     "              {n} receipts by witness {w} NOT checked: give its --witness-key"
                 );
             }
+            let t = &s.trail;
+            println!(
+                "  operator_audit: {} rows, head {} (hash chain verified from row 1)",
+                t.rows,
+                hex::encode(t.head)
+            );
+            println!(
+                "  dlq_actions: {}, each naming an existing operator_audit row and dlq_items row",
+                t.actions
+            );
             if let Some(r) = s.reader {
                 println!("  reader:     {r}");
             }
@@ -443,9 +463,15 @@ pub async fn audit(args: &AuditArgs) -> Result<Result<Summary, Box<Mismatch>>, A
         Ok(r) => r,
         Err(m) => return Ok(Err(m)),
     };
+    // The operators' trail, in the same snapshot as the log it triages.
+    let trail = match crate::operator_audit::check(&main).await.map_err(db)? {
+        Ok(t) => t,
+        Err(m) => return Ok(Err(m)),
+    };
     let mut summary = Summary {
         elapsed: started.elapsed(),
         receipts,
+        trail,
         ..summary
     };
     // The snapshot is released before the reader check, which compares with the ledger as
@@ -797,6 +823,7 @@ impl Auditor<'_> {
             reader: None,
             policies: self.policies.len(),
             receipts: Default::default(),
+            trail: Default::default(),
         }))
     }
 

@@ -3,6 +3,7 @@
 mod audit;
 mod http;
 mod keyfile;
+mod operator_audit;
 mod policy;
 mod publish;
 mod receipts;

@@ -1,11 +1,14 @@
 //! `acectl audit` on the real Postgres: a synthetic ledger of a few thousand entries over
 //! many blocks (built in several calls) passes; then, as superuser with the append-only
 //! triggers disabled, one thing is changed per test, and the audit must exit 1 naming
-//! exactly that entry, tile or block first.
+//! exactly that entry, tile or block first. The operators' trail (`operator_audit`, the
+//! `dlq_actions` recorded in it) is written as the dashboard's role, then tampered with
+//! the same way.
 
 use std::process::Output;
 
 use ace_core::checkpoint::NoteSigner;
+use ace_core::operator_audit::{row_hash, AuditRecord, GENESIS};
 use ace_testkit::synth::{self, SynthOptions};
 use ace_testkit::TestDb;
 
@@ -647,4 +650,227 @@ async fn time_stamp_tokens_are_verified_against_the_tsa_certificate() {
         show(&o)
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The operators' trail: rows of `operator_audit` and the `dlq_actions` recorded in them.
+struct Trail {
+    /// Each row's hash, row 1 first.
+    hashes: Vec<[u8; 32]>,
+    /// Each row as inserted, row 1 first.
+    records: Vec<AuditRecord>,
+    /// The ids of the two actions: a discard recorded in row 2, a retry in row 3.
+    actions: [i64; 2],
+}
+
+/// A small ledger (20 entries in 4 blocks; the audit needs one) with a trail of four rows
+/// and two DLQ actions, all written as the dashboard's role, as the dashboard writes them:
+/// the V7 trigger checks each row's seq and prev_hash, the hashes are core's `row_hash`.
+async fn ledger_with_trail() -> (TestDb, Trail) {
+    let db = TestDb::new().await;
+    let mut admin = db.admin().await;
+    let opts = SynthOptions {
+        entries: 20,
+        block_size: 5,
+        producers: 2,
+        ..Default::default()
+    };
+    synth::load(&mut admin, &signer(), &opts).await.unwrap();
+    // The writer's rejections (the dashboard never writes dlq_items).
+    let mut items = Vec::new();
+    for seq in [7i64, 9] {
+        let id: i64 = admin
+            .query_one(
+                "INSERT INTO dlq_items (stream_seq, subject, producer, code, detail, envelope) \
+                 VALUES ($1, 'ace.intake.synth-0', 'synth-0', 'bad_signature', \
+                         'signature 0 does not verify', '\\x7b7d'::bytea) RETURNING id",
+                &[&seq],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        items.push(id);
+    }
+
+    let dash = ace_core::db::connect(&db.url("ace_dashboard"))
+        .await
+        .unwrap();
+    let rows = [
+        (
+            "operator",
+            "login",
+            "session".to_string(),
+            r#"{"via":"password"}"#.to_string(),
+        ),
+        (
+            "operator",
+            "dlq.discard",
+            format!("dlq:{}", items[0]),
+            r#"{"note":"spam from a test producer"}"#.to_string(),
+        ),
+        (
+            "operator",
+            "dlq.retry",
+            format!("dlq:{}", items[1]),
+            r#"{"outcome":"resubmitted","stream_seq":42}"#.to_string(),
+        ),
+        ("viewer", "login", "session".to_string(), "{}".to_string()),
+    ];
+    let mut prev = GENESIS;
+    let mut trail = Trail {
+        hashes: Vec::new(),
+        records: Vec::new(),
+        actions: [0; 2],
+    };
+    for (i, (role, action, target, detail)) in rows.into_iter().enumerate() {
+        let rec = AuditRecord {
+            seq: i as i64 + 1,
+            at: 1_764_600_000_000 + 1000 * i as i64,
+            actor: "alice".into(),
+            role: role.into(),
+            action: action.into(),
+            target,
+            detail,
+        };
+        let hash = row_hash(&prev, &rec).unwrap();
+        dash.execute(
+            "INSERT INTO operator_audit (seq, at, actor, role, action, target, detail, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[
+                &rec.seq,
+                &rec.at,
+                &rec.actor,
+                &rec.role,
+                &rec.action,
+                &rec.target,
+                &rec.detail,
+                &prev.as_slice(),
+                &hash.as_slice(),
+            ],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("inserting operator_audit row {}: {e}", rec.seq));
+        trail.hashes.push(hash);
+        trail.records.push(rec);
+        prev = hash;
+    }
+    trail.actions[0] = dash
+        .query_one(
+            "INSERT INTO dlq_actions (dlq_id, action, note, actor, audit_seq) \
+             VALUES ($1, 'discard', 'spam from a test producer', 'alice', 2) RETURNING id",
+            &[&items[0]],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    trail.actions[1] = dash
+        .query_one(
+            "INSERT INTO dlq_actions (dlq_id, action, actor, msg_id, stream_seq, audit_seq) \
+             VALUES ($1, 'retry', 'alice', 'sha256:00', 42, 3) RETURNING id",
+            &[&items[1]],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    (db, trail)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intact_operator_trail_passes_with_its_head() {
+    let (db, trail) = ledger_with_trail().await;
+    let o = audit_as(&db, "ace_reader", &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains(&format!(
+            "operator_audit: 4 rows, head {} ",
+            hex::encode(trail.hashes[3])
+        )),
+        "{out}"
+    );
+    assert!(out.contains("dlq_actions: 2, "), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_altered_operator_audit_row_is_named() {
+    let (db, _) = ledger_with_trail().await;
+    tamper(
+        &db,
+        r#"UPDATE operator_audit SET detail = '{"note":"nothing to see"}' WHERE seq = 2"#,
+    )
+    .await;
+    assert_fails_at(&db, "operator_audit row 2", "(the row was altered)").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_operator_audit_row_is_named() {
+    let (db, _) = ledger_with_trail().await;
+    tamper(&db, "DELETE FROM operator_audit WHERE seq = 2").await;
+    assert_fails_at(
+        &db,
+        "operator_audit row 3",
+        "expected seq 2 (rows missing or out of order)",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rehashed_operator_audit_row_breaks_the_next_link() {
+    let (db, trail) = ledger_with_trail().await;
+    // Row 2 rewritten with a hash that is right for its new content: only row 3's link,
+    // which still names the old hash, shows it.
+    let mut edited = trail.records[1].clone();
+    edited.actor = "mallory".into();
+    let rehashed = row_hash(&trail.hashes[0], &edited).unwrap();
+    tamper(
+        &db,
+        &format!(
+            "UPDATE operator_audit SET actor = 'mallory', hash = '\\x{}'::bytea WHERE seq = 2",
+            hex::encode(rehashed)
+        ),
+    )
+    .await;
+    assert_fails_at(&db, "operator_audit row 3", "prev_hash is").await;
+    let o = audit_as(&db, "postgres", &[]).await;
+    let out = stdout(&o);
+    assert!(
+        out.contains(&format!(
+            "expected: {} (the hash of row 2)",
+            hex::encode(rehashed)
+        )) && out.contains(&format!(
+            "found:    {} (stored prev_hash)",
+            hex::encode(trail.hashes[1])
+        )),
+        "{}",
+        show(&o)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_actions_must_name_an_audit_row_and_a_dlq_item() {
+    let (db, trail) = ledger_with_trail().await;
+    // Cutting the chain's tail leaves a chain that verifies; the retry recorded in row 3
+    // no longer has its record.
+    tamper(&db, "DELETE FROM operator_audit WHERE seq >= 3").await;
+    assert_fails_at(
+        &db,
+        &format!("dlq action {}", trail.actions[1]),
+        "audit_seq 3 names no operator_audit row",
+    )
+    .await;
+    // The earlier action, pointed at a DLQ item that does not exist (foreign keys off),
+    // is the first one named.
+    tamper(
+        &db,
+        &format!(
+            "UPDATE dlq_actions SET dlq_id = 999999 WHERE id = {}",
+            trail.actions[0]
+        ),
+    )
+    .await;
+    assert_fails_at(
+        &db,
+        &format!("dlq action {}", trail.actions[0]),
+        "dlq_id 999999 names no dlq_items row",
+    )
+    .await;
 }

@@ -1,7 +1,9 @@
 //! What tests and benchmarks across the ACE Ledger crates share: a fresh migrated database
-//! per test ([`TestDb`]), a unique NATS stream prefix per test ([`TestNats`]) and the synthetic ledger loader ([`synth`], also the `ace-synth`
-//! binary).
+//! per test ([`TestDb`]), a unique NATS stream prefix per test ([`TestNats`]), a headless
+//! Chromium under its own chromedriver ([`Browser`]) and the synthetic ledger loader
+//! ([`synth`], also the `ace-synth` binary).
 
+pub mod browser;
 pub mod check;
 pub mod db;
 pub mod nats;
@@ -11,6 +13,7 @@ pub mod synth;
 pub mod tsa;
 pub mod witness;
 
+pub use browser::{Browser, BrowserError};
 pub use check::{check_log, LogReport};
 pub use db::{drop_database, run_detached, unique, TestDb, TestDbError, PG_HOST, PG_PORT};
 pub use nats::{TestNats, NATS_URL};
