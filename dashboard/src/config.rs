@@ -68,8 +68,7 @@ pub struct Config {
     pub login_max_failures: usize,
     /// `ACE_DASHBOARD_LOGIN_WINDOW_SECS`, default 300.
     pub login_window: Duration,
-    /// `ACE_DASHBOARD_REFRESH_SECS`, default 10: the overview reloads itself this often,
-    /// and the figures it scrapes are cached this long.
+    /// `ACE_DASHBOARD_REFRESH_SECS`, default 10: the overview reloads itself this often.
     pub refresh: Duration,
     /// `ACE_DASHBOARD_BULK_RETRY_MAX`, default 1000: items one bulk retry re-submits;
     /// the rest wait for the next bulk retry.

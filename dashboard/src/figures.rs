@@ -165,7 +165,8 @@ pub struct Intake {
 }
 
 pub async fn intake_last_hour(db: &Db, now_ms: i64) -> Result<Intake, DashError> {
-    let since = (now_ms - 3_600_000) / 60_000 * 60_000;
+    // The 60 minutes ending with the current one.
+    let since = (now_ms / 60_000 - 59) * 60_000;
     let c = db.client().await?;
     // The newest block sealed before the hour: everything after it is this hour's.
     let first = c

@@ -47,6 +47,9 @@ pub struct AppState {
 pub type Shared = Arc<AppState>;
 
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Scraped metrics are reused this long: several operators' pages (and the alert loop)
+/// then cost the writers one scrape, while figures stay fresh.
+const SCRAPE_CACHE: Duration = Duration::from_secs(2);
 
 impl AppState {
     #[allow(clippy::too_many_arguments)]
@@ -81,7 +84,7 @@ impl AppState {
     ) -> Vec<Scrape> {
         if let Ok(g) = slot.lock() {
             if let Some((at, v)) = g.as_ref() {
-                if at.elapsed() < self.cfg.refresh {
+                if at.elapsed() < SCRAPE_CACHE {
                     return v.clone();
                 }
             }
@@ -93,7 +96,7 @@ impl AppState {
         v
     }
 
-    /// The writers' metrics, at most `refresh` old.
+    /// The writers' metrics, at most [`SCRAPE_CACHE`] old.
     pub async fn writer_scrapes(&self) -> Vec<Scrape> {
         self.cached(&self.writers, &self.cfg.writer_urls).await
     }

@@ -129,7 +129,6 @@ impl Stack {
         cfg.prefix = nats.names.prefix().to_string();
         cfg.writer_urls = vec![format!("http://127.0.0.1:{writer_port}")];
         cfg.anchor_urls = vec![];
-        cfg.refresh = Duration::from_secs(1);
         (opts.tweak)(&mut cfg);
         let state = ace_dashboard::prepare(cfg).await.expect("dashboard starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
