@@ -9,6 +9,7 @@
 
 pub mod batch;
 pub mod config;
+pub mod crashpoint;
 pub mod http;
 pub mod metrics;
 pub mod policy;

@@ -23,6 +23,7 @@ use tokio_postgres::Client;
 
 use crate::batch::{self, LogState};
 use crate::config::Config;
+use crate::crashpoint::{self, Point};
 use crate::http::{self, Role, Status};
 use crate::metrics::{Metrics, UNKNOWN_PRODUCER_LABEL};
 use crate::store;
@@ -718,6 +719,7 @@ impl Decider {
             Ok(msgs) if msgs.is_empty() => Next::Idle,
             Ok(msgs) => {
                 tracing::debug!(messages = msgs.len(), "batch fetched");
+                crashpoint::reached(Point::Fetched);
                 match self.decide(reads, &msgs).await {
                     Ok(p) => Next::Ready(Box::new(Prepared { msgs, ..p })),
                     Err(e) => Next::Failed(msgs, e),
@@ -744,6 +746,7 @@ impl Decider {
             tokio::task::spawn_blocking(move || verify::parse_all(&names, &allowed, max, &inc))
                 .await
                 .map_err(|e| BatchError::Fatal(format!("parse task: {e}")))?;
+        crashpoint::reached(Point::Parsed);
         let (producers, keyids) = verify::registry_needs(&parsed);
         let (producers, keys) = within(self.db_timeout, "reading producers and keys", async {
             futures::try_join!(
@@ -858,9 +861,11 @@ impl Committer {
             },
         )
         .await?;
+        crashpoint::reached(Point::Written);
         tx.commit()
             .await
             .map_err(DbError::query("committing the batch"))?;
+        crashpoint::reached(Point::Committed);
         *state = plan.state.clone();
         if plan.block.is_some() {
             self.recorded_policy = Some(policy.version().to_string());
@@ -954,6 +959,7 @@ impl Committer {
                 metrics.ack_failures.inc_by(failed);
                 tracing::warn!(failed, "JetStream acks could not be sent after commit; those messages will be redelivered and deduplicated");
             }
+            crashpoint::reached(Point::Acked);
             publish_outcomes(&js, &names, &metrics, &plan).await;
         }));
     }

@@ -94,6 +94,7 @@ async fn sigkilled_writer_loses_nothing_and_duplicates_nothing() {
     child.sigkill();
 
     let report = check_log(&admin, &l.signer).await;
+    full_audit(&l);
     assert_eq!(report.entries, TOTAL, "each envelope exactly once");
     let unacked = TOTAL as usize - seen.len();
     assert!(

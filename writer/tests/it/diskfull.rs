@@ -130,6 +130,7 @@ async fn a_full_disk_stops_intake_without_loss_and_it_resumes_when_space_returns
     std::fs::remove_file(&filler).unwrap();
     wait_for_entries(&admin, TOTAL as i64, Duration::from_secs(60)).await;
     let report = check_log(&admin, &l.signer).await;
+    full_audit(&l);
     assert_eq!(report.entries, TOTAL, "each envelope exactly once");
     let dlq: i64 = admin
         .query_one("SELECT count(*) FROM dlq_items", &[])

@@ -371,6 +371,7 @@ async fn forty_hostile_envelopes_each_get_their_exact_code() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     let report = check_log(&admin, &l.signer).await;
+    full_audit(&l);
     assert_eq!(report.entries, 1, "only the good envelope, once");
     w.stop().await;
 }

@@ -74,6 +74,7 @@ async fn standby_takes_over_when_the_leader_dies() {
     // Give any stray redelivery a chance to (wrongly) land twice before checking.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let report = check_log(&admin, &l.signer).await;
+    full_audit(&l);
     assert_eq!(report.entries, 4000);
     b.sigkill();
 }
@@ -132,6 +133,7 @@ async fn racing_writers_with_the_leader_killed_again_and_again() {
     // Give any stray redelivery a chance to (wrongly) land twice before checking.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let report = check_log(&admin, &l.signer).await;
+    full_audit(&l);
     assert_eq!(report.entries, TOTAL, "each envelope exactly once");
     let dlq: i64 = admin
         .query_one("SELECT count(*) FROM dlq_items", &[])
@@ -198,4 +200,5 @@ async fn sigterm_stops_cleanly() {
         "acked exactly what was committed"
     );
     check_log(&admin, &l.signer).await;
+    full_audit(&l);
 }

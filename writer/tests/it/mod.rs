@@ -1,6 +1,7 @@
 pub mod support;
 
 mod crash;
+mod crashpoints;
 mod dedupe;
 mod diskfull;
 mod hostile;

@@ -129,6 +129,7 @@ async fn nats_server_killed_and_restarted_loses_nothing() {
     assert!(retries > 0, "the publisher saw the outage");
     wait_for_entries(&admin, TOTAL as i64, Duration::from_secs(60)).await;
     let report = check_log(&admin, &l.signer).await;
+    full_audit(&l);
     assert_eq!(report.entries, TOTAL, "each envelope once");
     let dlq: i64 = admin
         .query_one("SELECT count(*) FROM dlq_items", &[])

@@ -53,6 +53,7 @@ async fn outage(mode: &'static str) {
     let admin = l.db.admin().await;
     wait_for_entries(&admin, TOTAL as i64, Duration::from_secs(120)).await;
     let report = check_log(&admin, &l.signer).await;
+    full_audit(&l);
     assert_eq!(report.entries, TOTAL);
     let dlq: i64 = admin
         .query_one("SELECT count(*) FROM dlq_items", &[])

@@ -46,6 +46,7 @@ async fn a_network_stall_longer_than_the_db_timeout_loses_nothing() {
     // Give any stray redelivery a chance to (wrongly) land twice before checking.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let report = check_log(&admin, &l.signer).await;
+    full_audit(&l);
     assert_eq!(report.entries, TOTAL, "each envelope exactly once");
     let dlq: i64 = admin
         .query_one("SELECT count(*) FROM dlq_items", &[])

@@ -115,7 +115,8 @@ impl Ledger {
         self.spawn_writer_process_with(listen_port, &[], None)
     }
 
-    /// The writer binary with `extra` settings, its stdout (the log) into `log` if given.
+    /// The writer binary with `extra` settings, its stdout and stderr (the log, and an
+    /// abort's last words) appended to `log` if given.
     pub fn spawn_writer_process_with(
         &self,
         listen_port: u16,
@@ -125,7 +126,13 @@ impl Ledger {
         let cfg = self.writer_config();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ace-writer"));
         if let Some(path) = log {
-            cmd.stdout(std::fs::File::create(path).expect("creating the writer log"));
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("opening the writer log");
+            cmd.stderr(f.try_clone().expect("the writer log"));
+            cmd.stdout(f);
         }
         cmd.env_clear()
             .env("ACE_NATS_URL", &cfg.nats_url)
@@ -296,6 +303,11 @@ impl WriterProcess {
         self.0.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
+    /// Its exit status, if it has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.0.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// Wait for the process to exit by itself.
     pub fn wait(mut self) -> std::process::ExitStatus {
         let mut c = self.0.take().expect("process already reaped");
@@ -396,3 +408,35 @@ pub async fn writer_metric(port: u16, series: &str) -> f64 {
 }
 
 pub const POSTGRES_FAULTS: &str = "ace_writer_transient_errors_total{component=\"postgres\"}";
+
+/// `acectl audit` over the whole ledger, as an auditor would run it (as ace_reader):
+/// every leaf, digest, subject row, tile, block, the chain, every checkpoint, the policy
+/// versions and the operator trail. acectl is found beside the writer binary (a
+/// workspace test build makes both).
+pub fn full_audit(l: &Ledger) -> String {
+    let acectl = std::path::Path::new(env!("CARGO_BIN_EXE_ace-writer")).with_file_name("acectl");
+    assert!(
+        acectl.exists(),
+        "{} is missing: build it with `cargo build -p acectl` (scripts/test.sh builds the workspace)",
+        acectl.display()
+    );
+    let out = Command::new(&acectl)
+        .args([
+            "audit",
+            "--database-url",
+            &l.db.url("ace_reader"),
+            "--ledger-key",
+            &l.signer.verifier_key(),
+            "--progress-secs",
+            "0",
+        ])
+        .output()
+        .expect("running acectl audit");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "acectl audit failed:\n{text}");
+    text
+}
