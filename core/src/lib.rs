@@ -22,6 +22,7 @@ pub mod operator_audit;
 pub mod policy;
 pub mod rejection;
 pub mod service;
+pub mod state;
 pub mod statement;
 pub mod tiles;
 pub mod tsa;
