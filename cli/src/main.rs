@@ -1,12 +1,14 @@
 //! acectl: the ACE Ledger command line.
 
 mod audit;
+mod collect;
 mod http;
 mod keyfile;
 mod operator_audit;
 mod policy;
 mod publish;
 mod receipts;
+mod state;
 mod verify;
 
 use std::path::PathBuf;
@@ -96,6 +98,22 @@ enum Cmd {
     Policy {
         #[command(subcommand)]
         cmd: policy::PolicyCmd,
+    },
+    /// Collect one state signal of a service (code, config, environment, mutation) as an
+    /// in-toto statement, printed; nothing read is modified (docs/state.md).
+    Collect {
+        #[command(subcommand)]
+        cmd: collect::CollectCmd,
+    },
+    /// Collect a service's state signals, publish each, then the snapshot that binds them.
+    /// Refuses when the determinism contract's mandatory signals are not all given
+    /// (unless --partial). Exits 0 recorded, 1 refused or rejected, 2 could not run,
+    /// 3 recorded partial.
+    Snapshot(state::SnapshotArgs),
+    /// The state of a service at a time, proven from the log (docs/state.md).
+    State {
+        #[command(subcommand)]
+        cmd: state::StateCmd,
     },
 }
 
@@ -361,6 +379,9 @@ async fn run(cli: Cli) -> Result<i32> {
         Cmd::Verify { cmd } => return Ok(verify::run(cmd).await),
         Cmd::Audit(a) => return Ok(audit::run(a).await),
         Cmd::Policy { cmd } => return policy::run(cmd),
+        Cmd::Collect { cmd } => return Ok(collect::run(cmd)),
+        Cmd::Snapshot(a) => return Ok(state::snapshot(a).await),
+        Cmd::State { cmd } => return Ok(state::run(cmd).await),
     }
     Ok(0)
 }

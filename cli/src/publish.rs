@@ -58,14 +58,74 @@ pub async fn run(a: PublishArgs) -> Result<i32> {
         }
         _ => bail!("give --statement FILE --key FILE, or --envelope FILE"),
     };
-    // The digest is the dedupe key; a malformed envelope is still published so that the
-    // ledger's verdict (and DLQ row) is the one the producer sees.
+    // For the duplicate report: `send` derives the same digest as its Nats-Msg-Id.
     let digest = Envelope::parse(&raw)
         .ok()
         .map(|e| e.digest().as_str().to_string());
 
     let client = crate::connect_nats(&a.nats).await?;
-    let ack_subject = names.ack_subject(producer.as_str());
+    let sent = send(&client, &names, producer.as_str(), raw, Duration::from_secs(a.timeout_secs)).await?;
+    match sent {
+        Sent::JetStreamDuplicate { stream_seq } => {
+            // JetStream dropped it inside its duplicate window (same Nats-Msg-Id): the
+            // original message (stream_seq below) carries the ledger's verdict.
+            let mut out = serde_json::json!({
+                "digest": digest,
+                "status": "duplicate",
+                "stream_seq": stream_seq,
+                "detail": "deduplicated by JetStream within its duplicate window; the original message with this stream_seq carries the ledger's ack",
+            });
+            if let (Some(url), Some(d)) = (&a.reader, &digest) {
+                let reader = crate::http::Reader::with_ca(url, a.reader_ca_file.as_deref())?;
+                let original =
+                    original_outcome(&reader, d, Duration::from_secs(a.timeout_secs)).await?;
+                if let Some(index) = original.get("index") {
+                    out["index"] = index.clone();
+                }
+                out["original"] = original;
+            }
+            println!("{out}");
+            Ok(0)
+        }
+        Sent::Acked(ack) => {
+            println!("{}", String::from_utf8_lossy(&ack.to_json()));
+            Ok(if ack.status == AckStatus::Rejected { 3 } else { 0 })
+        }
+        Sent::NoAck { ack_subject, stream_seq } => {
+            eprintln!(
+                "acectl: no ack on {ack_subject} for stream_seq {stream_seq} within {}s (is the writer running?)",
+                a.timeout_secs
+            );
+            Ok(4)
+        }
+    }
+}
+
+/// What became of one published envelope.
+pub enum Sent {
+    /// The ledger's ack.
+    Acked(Ack),
+    /// JetStream dropped it as a duplicate of a message inside its window.
+    JetStreamDuplicate { stream_seq: u64 },
+    /// Stored by JetStream, but no ack came in time.
+    NoAck { ack_subject: String, stream_seq: u64 },
+}
+
+/// Publishes `raw` on the producer's intake subject (with `Nats-Msg-Id` = its digest when
+/// it parses, and `Ace-Published-At`) and waits up to `timeout` for the ledger's ack.
+pub async fn send(
+    client: &async_nats::Client,
+    names: &Names,
+    producer: &str,
+    raw: Vec<u8>,
+    timeout: Duration,
+) -> Result<Sent> {
+    // The digest is the dedupe key; a malformed envelope is still published so that the
+    // ledger's verdict (and DLQ row) is the one the producer sees.
+    let digest = Envelope::parse(&raw)
+        .ok()
+        .map(|e| e.digest().as_str().to_string());
+    let ack_subject = names.ack_subject(producer);
     let mut acks = client
         .subscribe(ack_subject.clone())
         .await
@@ -81,7 +141,7 @@ pub async fn run(a: PublishArgs) -> Result<i32> {
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
             .as_str(),
     );
-    let subject = names.intake_subject(producer.as_str());
+    let subject = names.intake_subject(producer);
     let puback = js
         .publish_with_headers(subject.clone(), headers, raw.into())
         .await
@@ -89,25 +149,9 @@ pub async fn run(a: PublishArgs) -> Result<i32> {
         .await
         .with_context(|| format!("JetStream did not store the message on {subject}"))?;
     if puback.duplicate {
-        // JetStream dropped it inside its duplicate window (same Nats-Msg-Id): the
-        // original message (stream_seq below) carries the ledger's verdict.
-        let mut out = serde_json::json!({
-            "digest": digest,
-            "status": "duplicate",
-            "stream_seq": puback.sequence,
-            "detail": "deduplicated by JetStream within its duplicate window; the original message with this stream_seq carries the ledger's ack",
+        return Ok(Sent::JetStreamDuplicate {
+            stream_seq: puback.sequence,
         });
-        if let (Some(url), Some(d)) = (&a.reader, &digest) {
-            let reader = crate::http::Reader::with_ca(url, a.reader_ca_file.as_deref())?;
-            let original =
-                original_outcome(&reader, d, Duration::from_secs(a.timeout_secs)).await?;
-            if let Some(index) = original.get("index") {
-                out["index"] = index.clone();
-            }
-            out["original"] = original;
-        }
-        println!("{out}");
-        return Ok(0);
     }
     let wait = async {
         while let Some(m) = acks.next().await {
@@ -120,23 +164,13 @@ pub async fn run(a: PublishArgs) -> Result<i32> {
         }
         None
     };
-    match tokio::time::timeout(Duration::from_secs(a.timeout_secs), wait).await {
-        Ok(Some(ack)) => {
-            println!("{}", String::from_utf8_lossy(&ack.to_json()));
-            Ok(if ack.status == AckStatus::Rejected {
-                3
-            } else {
-                0
-            })
-        }
-        _ => {
-            eprintln!(
-                "acectl: no ack on {ack_subject} for stream_seq {} within {}s (is the writer running?)",
-                puback.sequence, a.timeout_secs
-            );
-            Ok(4)
-        }
-    }
+    Ok(match tokio::time::timeout(timeout, wait).await {
+        Ok(Some(ack)) => Sent::Acked(ack),
+        _ => Sent::NoAck {
+            ack_subject,
+            stream_seq: puback.sequence,
+        },
+    })
 }
 
 /// What the reader says of `digest`, waiting (up to `timeout`) while it is still unknown:

@@ -95,7 +95,7 @@ impl VerifyError {
     }
 }
 
-fn verifiers(keys: &[String]) -> Result<Vec<NoteVerifier>, VerifyError> {
+pub fn verifiers(keys: &[String]) -> Result<Vec<NoteVerifier>, VerifyError> {
     keys.iter()
         .map(|k| {
             NoteVerifier::parse(k)
@@ -125,8 +125,32 @@ async fn entry(a: EntryArgs) -> Result<String, VerifyError> {
     let verifiers = verifiers(&a.reader.ledger_keys)?;
     let reader = Reader::with_ca(&a.reader.reader, a.reader.reader_ca_file.as_deref())?;
     let index = a.index;
+    let keys = reader.get_json("/v1/keys").await?;
+    let (verified, entry) = fetch_and_check(&reader, index, a.tree_size, &keys, &verifiers).await?;
+    let policy = match entry.get("policy_version").and_then(Value::as_str) {
+        Some(v) => Some(reader.get_json(&format!("/v1/policies/{v}")).await?),
+        None => None,
+    };
+    Ok(format!(
+        "{verified}; {}",
+        check_policy(index, &entry, policy.as_ref())?
+    ))
+}
+
+/// Fetches an entry and its inclusion proof (at `tree_size`, default the latest
+/// checkpoint) and runs [`check_entry`] on them; returns its summary and the entry.
+///
+/// # Errors
+/// [`VerifyError::Entry`] naming the failed step, or the reader's failure.
+pub async fn fetch_and_check(
+    reader: &Reader,
+    index: u64,
+    tree_size: Option<u64>,
+    keys: &Value,
+    verifiers: &[NoteVerifier],
+) -> Result<(String, Value), VerifyError> {
     let entry = reader.get_json(&format!("/v1/entries/{index}")).await?;
-    let proof_path = match a.tree_size {
+    let proof_path = match tree_size {
         Some(n) => format!("/v1/entries/{index}/proof?tree_size={n}"),
         None => format!("/v1/entries/{index}/proof"),
     };
@@ -146,16 +170,8 @@ async fn entry(a: EntryArgs) -> Result<String, VerifyError> {
         }
         other => other?,
     };
-    let keys = reader.get_json("/v1/keys").await?;
-    let verified = check_entry(index, &entry, &proof, &keys, &verifiers)?;
-    let policy = match entry.get("policy_version").and_then(Value::as_str) {
-        Some(v) => Some(reader.get_json(&format!("/v1/policies/{v}")).await?),
-        None => None,
-    };
-    Ok(format!(
-        "{verified}; {}",
-        check_policy(index, &entry, policy.as_ref())?
-    ))
+    let verified = check_entry(index, &entry, &proof, keys, verifiers)?;
+    Ok((verified, entry))
 }
 
 /// The policy version that admitted the entry, if the ledger kept one: the text served for

@@ -272,6 +272,38 @@ pub async fn envelope(
     Ok((code, Json(st)).into_response())
 }
 
+/// The state snapshot of a service in force at a time, its components and the mutations
+/// logged after it (docs/state.md). Locates and decodes only: verify with
+/// `acectl state resolve`.
+#[utoipa::path(get, path = "/v1/state/{service}", tag = "state",
+    params(
+        ("service" = String, Path, description = "Service name, as in its statements' `service:<name>` subject"),
+        ("at" = Option<String>, Query, description = "RFC 3339 time or unix ms; default now"),
+    ),
+    responses(
+        (status = 200, body = crate::state::StateAt),
+        (status = 400, body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, body = crate::problem::Problem, content_type = "application/problem+json", description = "no snapshot of the service at or before that time"),
+    ))]
+pub async fn state(
+    State(s): State<Shared>,
+    service: PathParam,
+    q: Params,
+) -> Result<Json<crate::state::StateAt>, ApiError> {
+    let map = params(q, STATE_PARAMS)?;
+    let service = segment(service, "service")?;
+    crate::state::check_service(&service)?;
+    let at = match map.get("at") {
+        Some(v) => crate::state::parse_at(v)?,
+        None => chrono::Utc::now().timestamp_millis(),
+    };
+    let c = s.prover.pool.get().await?;
+    Ok(Json(crate::state::state_at(&c, &service, at).await?))
+}
+
+/// The query parameters of `GET /v1/state/{service}`.
+pub const STATE_PARAMS: &[&str] = &["at"];
+
 /// `<algorithm>:<lowercase hex>`, as in-toto subject digests are indexed.
 pub fn subject_digest(v: &str) -> Result<(String, String), ApiError> {
     let bad = || {

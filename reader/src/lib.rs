@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod model;
 pub mod problem;
 pub mod proofs;
+pub mod state;
 pub mod store;
 
 use std::sync::Arc;
@@ -49,6 +50,7 @@ use proofs::{Heads, Prover, TileCache};
         api::cosigned_checkpoint,
         api::blocks,
         api::policy,
+        api::state,
         api::tlog_checkpoint,
         api::tile
     ),
@@ -66,6 +68,9 @@ use proofs::{Heads, Prover, TileCache};
         model::Keys,
         model::ProducerKey,
         model::PolicyText,
+        state::StateAt,
+        state::LoggedRef,
+        state::ComponentRef,
         problem::Problem
     ))
 )]
@@ -235,6 +240,7 @@ pub fn router(state: Shared) -> Router {
             get(api::cosigned_checkpoint),
         )
         .route("/v1/policies/{version}", get(api::policy))
+        .route("/v1/state/{service}", get(api::state))
         .route("/checkpoint", get(api::tlog_checkpoint))
         .route("/tile/{*path}", get(api::tile))
         .route_layer(axum::middleware::from_fn_with_state(
