@@ -1,6 +1,7 @@
 //! acectl: the ACE Ledger command line.
 
 mod audit;
+mod collect;
 mod http;
 mod keyfile;
 mod operator_audit;
@@ -92,6 +93,12 @@ enum Cmd {
     /// hash chain and every checkpoint. Exits 0 when everything matches, 1 at the first
     /// entry, tile or block that does not (named), 2 when the audit cannot run.
     Audit(audit::AuditArgs),
+    /// A service's state components as in-toto statements (printed): code, configuration,
+    /// environment, data mutations. Exits 0, or 2 when a component cannot be collected.
+    Collect {
+        #[command(subcommand)]
+        cmd: collect::CollectCmd,
+    },
     /// The writer's admission policy, off line: validate a file, or dry-run an envelope.
     Policy {
         #[command(subcommand)]
@@ -361,6 +368,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Cmd::Verify { cmd } => return Ok(verify::run(cmd).await),
         Cmd::Audit(a) => return Ok(audit::run(a).await),
         Cmd::Policy { cmd } => return policy::run(cmd),
+        Cmd::Collect { cmd } => return Ok(collect::run(cmd)),
     }
     Ok(0)
 }
