@@ -532,8 +532,11 @@ fn collect_mutation_records_payload_digest_and_refuses_sequence_zero() {
     assert_valid("mutation", &st["predicate"]);
 }
 
+/// Whether the core type deserializes a predicate.
+type Parses = fn(&Value) -> bool;
+
 /// One instance of each predicate with every optional field present.
-fn full_instances() -> Vec<(&'static str, Value, fn(&Value) -> bool)> {
+fn full_instances() -> Vec<(&'static str, Value, Parses)> {
     fn parses<T: serde::de::DeserializeOwned>(v: &Value) -> bool {
         serde_json::from_value::<T>(v.clone()).is_ok()
     }
