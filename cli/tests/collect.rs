@@ -46,14 +46,16 @@ impl Drop for TempDir {
     }
 }
 
-/// git and acectl without the user's or the system's git configuration, and unable to
-/// find a repository above the temp directories.
+/// git and acectl without the user's or the system's git configuration, in the C locale,
+/// and unable to find a repository above the temp directories.
 fn isolate(cmd: &mut Command) -> &mut Command {
     cmd.env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CEILING_DIRECTORIES", std::env::temp_dir())
         .env_remove("GIT_DIR")
         .env_remove("GIT_WORK_TREE")
+        // Error messages are matched in English.
+        .env("LC_ALL", "C")
 }
 
 fn git(dir: &Path, args: &[&str]) -> String {
@@ -207,6 +209,15 @@ fn collect_code_records_head_and_dirtiness_and_leaves_the_repo_alone() {
     ];
 
     let status_before = git(repo.path(), &["status", "--porcelain", "--ignored"]);
+    // A new mtime on unchanged content leaves the index's stat data stale: a plain
+    // `git status` would refresh and rewrite the index, which collecting must not do.
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(repo.path().join("app.txt"))
+        .unwrap()
+        .set_modified(hour_ago)
+        .unwrap();
     let files_before = tree(repo.path());
     let run = acectl(&args);
     assert_eq!(
