@@ -94,16 +94,16 @@ enum Cmd {
     /// hash chain and every checkpoint. Exits 0 when everything matches, 1 at the first
     /// entry, tile or block that does not (named), 2 when the audit cannot run.
     Audit(audit::AuditArgs),
+    /// A service's state components as in-toto statements (printed): code, configuration,
+    /// environment, data mutations. Exits 0, or 2 when a component cannot be collected.
+    Collect {
+        #[command(subcommand)]
+        cmd: collect::CollectCmd,
+    },
     /// The writer's admission policy, off line: validate a file, or dry-run an envelope.
     Policy {
         #[command(subcommand)]
         cmd: policy::PolicyCmd,
-    },
-    /// Collect one state signal of a service (code, config, environment, mutation) as an
-    /// in-toto statement, printed; nothing read is modified (docs/state.md).
-    Collect {
-        #[command(subcommand)]
-        cmd: collect::CollectCmd,
     },
     /// Collect a service's state signals, publish each, then the snapshot that binds them.
     /// Refuses when the determinism contract's mandatory signals are not all given
