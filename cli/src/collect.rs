@@ -282,7 +282,7 @@ pub fn code(
     // A repository without an origin (a local clone, a CI checkout without remotes) is
     // still identified, by where it is.
     let repository = match git(repo, &["remote", "get-url", "origin"]) {
-        Ok(url) if !url.is_empty() => url,
+        Ok(url) if !url.is_empty() => without_credentials(&url),
         _ => repo
             .canonicalize()
             .map_err(|source| CollectError::Read {
@@ -456,6 +456,20 @@ fn git(dir: &Path, args: &[&str]) -> Result<String, CollectError> {
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// The URL without its user information: an origin such as `https://<token>@host/repo.git`
+/// must not put the token into a public ledger.
+fn without_credentials(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        // scp-like `user@host:path` names an SSH user, not a secret.
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://{host}{path}"),
+        None => url.to_owned(),
+    }
 }
 
 fn sha256_file(path: &Path) -> Result<String, CollectError> {
@@ -649,6 +663,27 @@ mod tests {
             Some("Alpine")
         );
         assert_eq!(pretty_name("NAME=x\n"), None);
+    }
+
+    #[test]
+    fn origin_urls_lose_their_credentials() {
+        for (url, want) in [
+            (
+                "https://x-access-token:ghp_secret@github.com/o/r.git",
+                "https://github.com/o/r.git",
+            ),
+            (
+                "https://ghp_secret@github.com/o/r",
+                "https://github.com/o/r",
+            ),
+            ("ssh://git@host:22/o/r.git", "ssh://host:22/o/r.git"),
+            ("https://github.com/o/r.git", "https://github.com/o/r.git"),
+            ("https://host/a@b", "https://host/a@b"),
+            ("git@github.com:o/r.git", "git@github.com:o/r.git"),
+            ("/srv/git/r.git", "/srv/git/r.git"),
+        ] {
+            assert_eq!(without_credentials(url), want, "{url}");
+        }
     }
 
     #[test]

@@ -265,18 +265,14 @@ fn collect_code_records_head_and_dirtiness_and_leaves_the_repo_alone() {
     assert_eq!(st["predicate"]["commit"], head.as_str());
     assert!(acectl(&args).stderr.contains("(dirty)"));
 
-    // With an origin, the repository is named by its URL (subject too).
+    // With an origin, the repository is named by its URL (subject too), without the
+    // credentials it may carry.
     git(repo.path(), &["checkout", "-q", "--", "app.txt"]);
-    git(
-        repo.path(),
-        &[
-            "remote",
-            "add",
-            "origin",
-            "https://git.test.invalid/billing.git",
-        ],
-    );
-    let st = acectl(&args).statement();
+    let origin = "https://ci:s3cret-token@git.test.invalid/billing.git";
+    git(repo.path(), &["remote", "add", "origin", origin]);
+    let run = acectl(&args);
+    assert!(!run.stdout.contains("s3cret"), "{}", run.stdout);
+    let st = run.statement();
     assert_eq!(st["predicate"]["dirty"], false);
     assert_eq!(
         st["predicate"]["repository"],
