@@ -64,7 +64,15 @@ pub async fn run(a: PublishArgs) -> Result<i32> {
         .map(|e| e.digest().as_str().to_string());
 
     let client = crate::connect_nats(&a.nats).await?;
-    let sent = send(&client, &names, producer.as_str(), raw, Duration::from_secs(a.timeout_secs)).await?;
+    let sent = send(
+        &client,
+        &names,
+        producer.as_str(),
+        raw,
+        true,
+        Duration::from_secs(a.timeout_secs),
+    )
+    .await?;
     match sent {
         Sent::JetStreamDuplicate { stream_seq } => {
             // JetStream dropped it inside its duplicate window (same Nats-Msg-Id): the
@@ -89,9 +97,16 @@ pub async fn run(a: PublishArgs) -> Result<i32> {
         }
         Sent::Acked(ack) => {
             println!("{}", String::from_utf8_lossy(&ack.to_json()));
-            Ok(if ack.status == AckStatus::Rejected { 3 } else { 0 })
+            Ok(if ack.status == AckStatus::Rejected {
+                3
+            } else {
+                0
+            })
         }
-        Sent::NoAck { ack_subject, stream_seq } => {
+        Sent::NoAck {
+            ack_subject,
+            stream_seq,
+        } => {
             eprintln!(
                 "acectl: no ack on {ack_subject} for stream_seq {stream_seq} within {}s (is the writer running?)",
                 a.timeout_secs
@@ -108,16 +123,22 @@ pub enum Sent {
     /// JetStream dropped it as a duplicate of a message inside its window.
     JetStreamDuplicate { stream_seq: u64 },
     /// Stored by JetStream, but no ack came in time.
-    NoAck { ack_subject: String, stream_seq: u64 },
+    NoAck {
+        ack_subject: String,
+        stream_seq: u64,
+    },
 }
 
-/// Publishes `raw` on the producer's intake subject (with `Nats-Msg-Id` = its digest when
-/// it parses, and `Ace-Published-At`) and waits up to `timeout` for the ledger's ack.
+/// Publishes `raw` on the producer's intake subject (with `Ace-Published-At`, and, when
+/// `msg_id`, `Nats-Msg-Id` = its digest if it parses) and waits up to `timeout` for the
+/// ledger's ack. Without `msg_id` a republished envelope reaches the writer, which
+/// answers `duplicate` with the original's index, instead of being dropped by JetStream.
 pub async fn send(
     client: &async_nats::Client,
     names: &Names,
     producer: &str,
     raw: Vec<u8>,
+    msg_id: bool,
     timeout: Duration,
 ) -> Result<Sent> {
     // The digest is the dedupe key; a malformed envelope is still published so that the
@@ -132,7 +153,7 @@ pub async fn send(
         .with_context(|| format!("subscribing to {ack_subject}"))?;
     let js = async_nats::jetstream::new(client.clone());
     let mut headers = async_nats::HeaderMap::new();
-    if let Some(d) = &digest {
+    if let (true, Some(d)) = (msg_id, &digest) {
         headers.insert("Nats-Msg-Id", d.as_str());
     }
     headers.insert(

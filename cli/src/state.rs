@@ -105,8 +105,8 @@ pub struct ResolveArgs {
 }
 
 fn load_contract(path: &PathBuf) -> Result<Contract, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("contract {}: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("contract {}: {e}", path.display()))?;
     Contract::parse(&text, &path.display().to_string()).map_err(|e| e.to_string())
 }
 
@@ -123,7 +123,10 @@ async fn record(
     let payload = serde_json::to_vec(statement).map_err(|e| format!("{what}: {e}"))?;
     let env = Envelope::sign(IN_TOTO_PAYLOAD_TYPE, &payload, key);
     let digest = env.digest().as_str().to_string();
-    match send(client, names, producer, env.to_json(), timeout)
+    // No Nats-Msg-Id: a component unchanged since the last snapshot is the same signed
+    // statement (ed25519 is deterministic); the writer answers it `duplicate` with the
+    // existing entry's index, which the snapshot then binds.
+    match send(client, names, producer, env.to_json(), false, timeout)
         .await
         .map_err(|e| format!("{what}: {e:#}"))?
     {
@@ -217,32 +220,68 @@ async fn snapshot_inner(a: SnapshotArgs) -> Result<i32, (i32, String)> {
     let fail = |e: collect::CollectError| usage(e.to_string());
     if let Some(repo) = &a.repo {
         let p = collect::code(s, repo, &a.artifacts, &a.lockfiles).map_err(fail)?;
-        let line = format!("code: {} at {}{}", p.repository, p.commit, if p.dirty { " (dirty work tree)" } else { "" });
-        let st = collect::statement(s, Kind::Code.predicate_type(), &code_subjects(&p), &p).map_err(fail)?;
+        let line = format!(
+            "code: {} at {}{}",
+            p.repository,
+            p.commit,
+            if p.dirty { " (dirty work tree)" } else { "" }
+        );
+        let st = collect::statement(s, Kind::Code.predicate_type(), &code_subjects(&p), &p)
+            .map_err(fail)?;
         statements.push((Kind::Code, st, line));
     }
     if !a.configs.is_empty() {
-        let p = collect::config(s, &a.configs, &a.config_source, a.config_version.as_deref(), a.redact)
-            .map_err(fail)?;
-        let line = format!("config: {} file(s), snapshot digest {}{}", p.files.len(), p.snapshot_digest, if a.redact { " (content redacted)" } else { "" });
-        let extra = vec![("config".to_string(), "sha256".to_string(), p.snapshot_digest.clone())];
+        let p = collect::config(
+            s,
+            &a.configs,
+            &a.config_source,
+            a.config_version.as_deref(),
+            a.redact,
+        )
+        .map_err(fail)?;
+        let line = format!(
+            "config: {} file(s), snapshot digest {}{}",
+            p.files.len(),
+            p.snapshot_digest,
+            if a.redact { " (content redacted)" } else { "" }
+        );
+        let extra = vec![(
+            "config".to_string(),
+            "sha256".to_string(),
+            p.snapshot_digest.clone(),
+        )];
         let st = collect::statement(s, Kind::Config.predicate_type(), &extra, &p).map_err(fail)?;
         statements.push((Kind::Config, st, line));
     }
     if have.contains(&Kind::Environment) {
-        let p = collect::environment(s, a.flags.as_deref(), a.container_image.as_deref()).map_err(fail)?;
-        let line = format!("environment: {} {} {}, time source {}", p.os, p.kernel, p.arch, p.time_source);
-        let st = collect::statement(s, Kind::Environment.predicate_type(), &[], &p).map_err(fail)?;
+        let p = collect::environment(s, a.flags.as_deref(), a.container_image.as_deref())
+            .map_err(fail)?;
+        let line = format!(
+            "environment: {} {} {}, time source {}",
+            p.os, p.kernel, p.arch, p.time_source
+        );
+        let st =
+            collect::statement(s, Kind::Environment.predicate_type(), &[], &p).map_err(fail)?;
         statements.push((Kind::Environment, st, line));
     }
 
-    let client = crate::connect_nats(&a.nats).await.map_err(|e| usage(format!("{e:#}")))?;
+    let client = crate::connect_nats(&a.nats)
+        .await
+        .map_err(|e| usage(format!("{e:#}")))?;
     let timeout = Duration::from_secs(a.timeout_secs);
     let mut components = Vec::new();
     for (kind, st, line) in &statements {
-        let (digest, index) = record(&client, &names, producer.as_str(), &key, kind.as_str(), st, timeout)
-            .await
-            .map_err(|e| (1, e))?;
+        let (digest, index) = record(
+            &client,
+            &names,
+            producer.as_str(),
+            &key,
+            kind.as_str(),
+            st,
+            timeout,
+        )
+        .await
+        .map_err(|e| (1, e))?;
         println!("recorded {line}: envelope {digest}, entry {index}");
         components.push(Component {
             kind: *kind,
@@ -258,9 +297,17 @@ async fn snapshot_inner(a: SnapshotArgs) -> Result<i32, (i32, String)> {
         missing: missing.clone(),
     };
     let st = collect::statement(s, SNAPSHOT_V1, &[], &pred).map_err(fail)?;
-    let (digest, index) = record(&client, &names, producer.as_str(), &key, "snapshot", &st, timeout)
-        .await
-        .map_err(|e| (1, e))?;
+    let (digest, index) = record(
+        &client,
+        &names,
+        producer.as_str(),
+        &key,
+        "snapshot",
+        &st,
+        timeout,
+    )
+    .await
+    .map_err(|e| (1, e))?;
     if pred.partial {
         let names: Vec<&str> = missing.iter().map(|k| k.as_str()).collect();
         println!(
@@ -275,7 +322,11 @@ async fn snapshot_inner(a: SnapshotArgs) -> Result<i32, (i32, String)> {
 }
 
 fn code_subjects(p: &ace_core::state::CodePredicate) -> Vec<(String, String, String)> {
-    let mut v = vec![(p.repository.clone(), "gitCommit".to_string(), p.commit.clone())];
+    let mut v = vec![(
+        p.repository.clone(),
+        "gitCommit".to_string(),
+        p.commit.clone(),
+    )];
     for a in &p.artifacts {
         v.push((a.path.clone(), "sha256".into(), a.sha256.clone()));
     }
@@ -431,9 +482,9 @@ fn statement_of(entry: &Value) -> Result<(String, Statement), String> {
 
 fn names_service(st: &Statement, service: &str) -> bool {
     let (name, hexd) = service_subject(service);
-    st.subject
-        .iter()
-        .any(|s| s.name == name && s.digest.get("sha256").map(String::as_str) == Some(hexd.as_str()))
+    st.subject.iter().any(|s| {
+        s.name == name && s.digest.get("sha256").map(String::as_str) == Some(hexd.as_str())
+    })
 }
 
 /// Locates the state through the reader, then verifies every input itself.
@@ -454,9 +505,16 @@ pub async fn resolve(
         inputs: Vec::new(),
         problems: Vec::new(),
     };
-    let located = match reader.get_json(&format!("/v1/state/{service}?at={at}")).await {
+    let located = match reader
+        .get_json(&format!("/v1/state/{service}?at={at}"))
+        .await
+    {
         Ok(v) => v,
-        Err(HttpError::Status { status: 404, detail, .. }) => {
+        Err(HttpError::Status {
+            status: 404,
+            detail,
+            ..
+        }) => {
             report.problems.push(format!("no snapshot: {detail}"));
             return Ok(report);
         }
@@ -464,7 +522,10 @@ pub async fn resolve(
     };
     let keys = reader.get_json("/v1/keys").await?;
     let snap_index = located["snapshot"]["index"].as_u64();
-    let snap_digest = located["snapshot"]["digest"].as_str().unwrap_or("").to_string();
+    let snap_digest = located["snapshot"]["digest"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
 
     // The snapshot itself.
     let mut snapshot: Option<SnapshotPredicate> = None;
@@ -477,36 +538,45 @@ pub async fn resolve(
         summary: String::new(),
     };
     match snap_index {
-        None => report.problems.push("the reader's answer names no snapshot index".into()),
-        Some(i) => match verify_statement(reader, i, &keys, verifiers, service, SNAPSHOT_V1).await {
-            Ok((proof, st)) => {
-                input.proof = proof;
-                match st.predicate.map(serde_json::from_value::<SnapshotPredicate>) {
-                    Some(Ok(p)) if p.service == service => {
-                        input.summary = format!(
-                            "taken {}, {} component(s), after mutation {}{}",
-                            p.taken_at,
-                            p.components.len(),
-                            p.mutation_sequence,
-                            if p.partial { " (PARTIAL)" } else { "" }
-                        );
-                        snapshot = Some(p);
+        None => report
+            .problems
+            .push("the reader's answer names no snapshot index".into()),
+        Some(i) => {
+            match verify_statement(reader, i, &keys, verifiers, service, SNAPSHOT_V1).await {
+                Ok((proof, st, _)) => {
+                    input.proof = proof;
+                    match st
+                        .predicate
+                        .map(serde_json::from_value::<SnapshotPredicate>)
+                    {
+                        Some(Ok(p)) if p.service == service => {
+                            input.summary = format!(
+                                "taken {}, {} component(s), after mutation {}{}",
+                                p.taken_at,
+                                p.components.len(),
+                                p.mutation_sequence,
+                                if p.partial { " (PARTIAL)" } else { "" }
+                            );
+                            snapshot = Some(p);
+                        }
+                        Some(Ok(p)) => report.problems.push(format!(
+                            "snapshot entry {i}: its predicate is for service {:?}",
+                            p.service
+                        )),
+                        Some(Err(e)) => report.problems.push(format!(
+                            "snapshot entry {i}: the predicate is not a snapshot/v1: {e}"
+                        )),
+                        None => report
+                            .problems
+                            .push(format!("snapshot entry {i}: no predicate")),
                     }
-                    Some(Ok(p)) => report.problems.push(format!(
-                        "snapshot entry {i}: its predicate is for service {:?}",
-                        p.service
-                    )),
-                    Some(Err(e)) => report
-                        .problems
-                        .push(format!("snapshot entry {i}: the predicate is not a snapshot/v1: {e}")),
-                    None => report.problems.push(format!("snapshot entry {i}: no predicate")),
+                }
+                Err(e) => {
+                    input.proof = format!("FAILED: {e}");
+                    report.problems.push(format!("snapshot entry {i}: {e}"));
                 }
             }
-            Err(e) => {
-                input.proof = format!("FAILED: {e}");
-                report.problems.push(format!("snapshot entry {i}: {e}"));
-            }
-        },
+        }
     }
     report.inputs.push(input);
     let Some(snap) = snapshot else {
@@ -514,7 +584,10 @@ pub async fn resolve(
     };
 
     // Its components, each by the envelope digest the (verified) snapshot names.
-    let served: Vec<Value> = located["components"].as_array().cloned().unwrap_or_default();
+    let served: Vec<Value> = located["components"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     for comp in &snap.components {
         let mut input = Input {
             role: comp.kind.as_str().into(),
@@ -541,9 +614,19 @@ pub async fn resolve(
             }
             Some(i) => {
                 input.index = Some(i);
-                match verify_statement(reader, i, &keys, verifiers, service, comp.kind.predicate_type()).await {
-                    Ok((proof, st)) => {
+                match verify_statement(
+                    reader,
+                    i,
+                    &keys,
+                    verifiers,
+                    service,
+                    comp.kind.predicate_type(),
+                )
+                .await
+                {
+                    Ok((proof, st, logged)) => {
                         input.proof = proof;
+                        input.integrated_time = logged;
                         input.summary = summarize(comp.kind, st.predicate.as_ref());
                     }
                     Err(e) => {
@@ -554,7 +637,9 @@ pub async fn resolve(
                     }
                 }
                 if let Err(e) = check_digest(reader, i, &comp.envelope).await {
-                    report.problems.push(format!("{} component entry {i}: {e}", comp.kind.as_str()));
+                    report
+                        .problems
+                        .push(format!("{} component entry {i}: {e}", comp.kind.as_str()));
                 }
             }
         }
@@ -565,7 +650,9 @@ pub async fn resolve(
     let mut seqs = Vec::new();
     for m in located["mutations"].as_array().cloned().unwrap_or_default() {
         let (Some(i), Some(d)) = (m["index"].as_u64(), m["digest"].as_str()) else {
-            report.problems.push("a mutation in the reader's answer lacks index or digest".into());
+            report
+                .problems
+                .push("a mutation in the reader's answer lacks index or digest".into());
             continue;
         };
         let mut input = Input {
@@ -577,22 +664,27 @@ pub async fn resolve(
             summary: String::new(),
         };
         match verify_statement(reader, i, &keys, verifiers, service, MUTATION_V1).await {
-            Ok((proof, st)) => {
+            Ok((proof, st, _)) => {
                 input.proof = proof;
-                match st.predicate.map(serde_json::from_value::<MutationPredicate>) {
+                match st
+                    .predicate
+                    .map(serde_json::from_value::<MutationPredicate>)
+                {
                     Some(Ok(p)) => {
                         input.summary = format!(
                             "mutation {} #{} from {}{}",
                             p.mutation_id,
                             p.sequence,
                             p.origin,
-                            p.external_ref.map(|r| format!(" ({r})")).unwrap_or_default()
+                            p.external_ref
+                                .map(|r| format!(" ({r})"))
+                                .unwrap_or_default()
                         );
                         seqs.push(p.sequence);
                     }
-                    _ => report
-                        .problems
-                        .push(format!("mutation entry {i}: the predicate is not a mutation/v1")),
+                    _ => report.problems.push(format!(
+                        "mutation entry {i}: the predicate is not a mutation/v1"
+                    )),
                 }
             }
             Err(e) => {
@@ -603,17 +695,23 @@ pub async fn resolve(
         report.inputs.push(input);
     }
     if located["truncated"].as_bool() == Some(true) {
-        report.problems.push("more than 10,000 mutations follow the snapshot: take a newer snapshot".into());
+        report
+            .problems
+            .push("more than 10,000 mutations follow the snapshot: take a newer snapshot".into());
     }
     if let Err(e) = check_sequence(snap.mutation_sequence, &seqs) {
-        report.problems.push(format!("mutations after the snapshot: {e}"));
+        report
+            .problems
+            .push(format!("mutations after the snapshot: {e}"));
     }
 
     // The determinism contract.
     let kinds: Vec<Kind> = snap.components.iter().map(|c| c.kind).collect();
     if let Some(c) = contract {
         if c.service != service {
-            report.problems.push(format!("the contract is for service {:?}", c.service));
+            report
+                .problems
+                .push(format!("the contract is for service {:?}", c.service));
         }
         for k in c.missing(&kinds) {
             report.problems.push(format!(
@@ -634,12 +732,17 @@ pub async fn resolve(
 
 /// The entry's envelope digest must be the one the snapshot names.
 async fn check_digest(reader: &Reader, index: u64, want: &str) -> Result<(), String> {
-    let entry = reader.get_json(&format!("/v1/entries/{index}")).await.map_err(|e| e.to_string())?;
+    let entry = reader
+        .get_json(&format!("/v1/entries/{index}"))
+        .await
+        .map_err(|e| e.to_string())?;
     let (digest, _) = statement_of(&entry)?;
     if digest == want {
         Ok(())
     } else {
-        Err(format!("its envelope digest is {digest}, the snapshot names {want}"))
+        Err(format!(
+            "its envelope digest is {digest}, the snapshot names {want}"
+        ))
     }
 }
 
@@ -652,7 +755,7 @@ async fn verify_statement(
     verifiers: &[ace_core::checkpoint::NoteVerifier],
     service: &str,
     predicate_type: &str,
-) -> Result<(String, Statement), String> {
+) -> Result<(String, Statement, Option<i64>), String> {
     let (_, entry) = fetch_and_check(reader, index, None, keys, verifiers)
         .await
         .map_err(|e| e.to_string())?;
@@ -666,14 +769,19 @@ async fn verify_statement(
     if !names_service(&st, service) {
         return Err(format!("it does not name service:{service} as a subject"));
     }
-    Ok(("verified".into(), st))
+    Ok(("verified".into(), st, entry["integrated_time"].as_i64()))
 }
 
 fn summarize(kind: Kind, predicate: Option<&Value>) -> String {
     let p = predicate.cloned().unwrap_or(Value::Null);
     let s = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
     match kind {
-        Kind::Code => format!("{} at commit {} (tree {})", s("repository"), s("commit"), s("tree")),
+        Kind::Code => format!(
+            "{} at commit {} (tree {})",
+            s("repository"),
+            s("commit"),
+            s("tree")
+        ),
         Kind::Config => format!("config {} from {}", s("snapshot_digest"), s("source")),
         Kind::Environment => format!("{} {} {}", s("os"), s("kernel"), s("arch")),
     }

@@ -53,7 +53,10 @@ struct World {
     vkey: String,
     db: TestDb,
     _nats: TestNats,
-    _stop: (tokio::sync::watch::Sender<bool>, tokio::sync::watch::Sender<bool>),
+    _stop: (
+        tokio::sync::watch::Sender<bool>,
+        tokio::sync::watch::Sender<bool>,
+    ),
 }
 
 impl World {
@@ -66,12 +69,27 @@ impl World {
         acectl(args, &env)
     }
 
-    fn resolve(&self, service: &str, at: i64, contract: Option<&Path>) -> (i32, String, serde_json::Value) {
+    fn resolve(
+        &self,
+        service: &str,
+        at: i64,
+        contract: Option<&Path>,
+    ) -> (i32, String, serde_json::Value) {
         let json = self.dir.join(format!("report-{}.json", unique("r")));
         let at = at.to_string();
         let mut args = vec![
-            "state", "resolve", "--service", service, "--at", &at, "--reader", &self.reader,
-            "--ledger-key", &self.vkey, "--json", json.to_str().expect("path"),
+            "state",
+            "resolve",
+            "--service",
+            service,
+            "--at",
+            &at,
+            "--reader",
+            &self.reader,
+            "--ledger-key",
+            &self.vkey,
+            "--json",
+            json.to_str().expect("path"),
         ];
         let c;
         if let Some(p) = contract {
@@ -91,7 +109,13 @@ impl World {
         std::fs::write(&f, statement).expect("statement file");
         let key = self.key.to_str().expect("path").to_string();
         let o = self.run(&[
-            "publish", "--producer", "ops", "--key", &key, "--statement", f.to_str().expect("path"),
+            "publish",
+            "--producer",
+            "ops",
+            "--key",
+            &key,
+            "--statement",
+            f.to_str().expect("path"),
         ]);
         assert!(o.status.success(), "publish: {}", text(&o));
         assert!(text(&o).contains("\"accepted\""), "{}", text(&o));
@@ -103,9 +127,20 @@ impl World {
         let seq_s = seq.to_string();
         let id = format!("m-{seq}");
         let o = self.run(&[
-            "collect", "mutation", "--service", service, "--id", &id, "--sequence", &seq_s,
-            "--origin", "postgres", "--payload", payload.to_str().expect("path"),
-            "--external-ref", "lsn:0/16B3748",
+            "collect",
+            "mutation",
+            "--service",
+            service,
+            "--id",
+            &id,
+            "--sequence",
+            &seq_s,
+            "--origin",
+            "postgres",
+            "--payload",
+            payload.to_str().expect("path"),
+            "--external-ref",
+            "lsn:0/16B3748",
         ]);
         assert!(o.status.success(), "collect mutation: {}", text(&o));
         self.publish_statement(&String::from_utf8_lossy(&o.stdout));
@@ -183,7 +218,9 @@ async fn world() -> World {
         )
     };
     let state = ace_reader::prepare(&rcfg).await.expect("reader");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let reader = format!("http://{}", listener.local_addr().expect("addr"));
     let (rstop, rrx) = tokio::sync::watch::channel(false);
     tokio::spawn(ace_reader::serve(state, listener, rrx));
@@ -225,8 +262,15 @@ async fn snapshots_resolve_to_the_state_in_force_and_every_gap_is_named() {
     let key = w.key.to_str().expect("path").to_string();
     let snapshot = |extra: &[&str]| {
         let mut args = vec![
-            "snapshot", "--service", "billing", "--contract", contract.to_str().expect("path"),
-            "--producer", "ops", "--key", &key,
+            "snapshot",
+            "--service",
+            "billing",
+            "--contract",
+            contract.to_str().expect("path"),
+            "--producer",
+            "ops",
+            "--key",
+            &key,
         ];
         args.extend_from_slice(extra);
         w.run(&args)
@@ -236,14 +280,28 @@ async fn snapshots_resolve_to_the_state_in_force_and_every_gap_is_named() {
     // A mandatory signal missing: refused, nothing recorded.
     let o = snapshot(&["--repo", repo_s, "--env"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("config") && text(&o).contains("mandatory"), "{}", text(&o));
-    let before: i64 = w.db.admin().await.query_one("SELECT count(*) FROM ledger_entries", &[]).await.expect("n").get(0);
+    assert!(
+        text(&o).contains("config") && text(&o).contains("mandatory"),
+        "{}",
+        text(&o)
+    );
+    let before: i64 =
+        w.db.admin()
+            .await
+            .query_one("SELECT count(*) FROM ledger_entries", &[])
+            .await
+            .expect("n")
+            .get(0);
     assert_eq!(before, 0, "nothing recorded");
 
     // Snapshot 1, then two mutations.
     let o = snapshot(&["--repo", repo_s, "--config", config_s, "--env"]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("recorded snapshot of billing"), "{}", text(&o));
+    assert!(
+        text(&o).contains("recorded snapshot of billing"),
+        "{}",
+        text(&o)
+    );
     let t1 = now_ms();
     tokio::time::sleep(Duration::from_millis(20)).await;
     w.mutation("billing", 1);
@@ -256,7 +314,15 @@ async fn snapshots_resolve_to_the_state_in_force_and_every_gap_is_named() {
     std::fs::write(repo.join("main.rs"), "fn main() { println!(); }\n").expect("file");
     git(&repo, &["commit", "-qam", "two"]);
     let commit2 = git(&repo, &["rev-parse", "HEAD"]);
-    let o = snapshot(&["--repo", repo_s, "--config", config_s, "--env", "--mutation-sequence", "2"]);
+    let o = snapshot(&[
+        "--repo",
+        repo_s,
+        "--config",
+        config_s,
+        "--env",
+        "--mutation-sequence",
+        "2",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let t2 = now_ms();
 
@@ -274,8 +340,18 @@ async fn snapshots_resolve_to_the_state_in_force_and_every_gap_is_named() {
     let (code, out, r1) = w.resolve("billing", t1, Some(&contract));
     assert_eq!(code, 0, "{out}");
     assert_eq!(r1["status"], "verified", "{out}");
-    assert!(input(&r1, "code")["summary"].as_str().is_some_and(|s| s.contains(&commit1)), "{out}");
-    assert!(r1["inputs"].as_array().is_some_and(|a| a.iter().all(|i| i["proof"] == "verified")), "{out}");
+    assert!(
+        input(&r1, "code")["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains(&commit1)),
+        "{out}"
+    );
+    assert!(
+        r1["inputs"]
+            .as_array()
+            .is_some_and(|a| a.iter().all(|i| i["proof"] == "verified")),
+        "{out}"
+    );
     assert!(out.contains("**Status: VERIFIED**"), "{out}");
 
     let (code, out, rmid) = w.resolve("billing", t_mid, Some(&contract));
@@ -292,12 +368,21 @@ async fn snapshots_resolve_to_the_state_in_force_and_every_gap_is_named() {
 
     let (code, out, r2) = w.resolve("billing", t2, Some(&contract));
     assert_eq!(code, 0, "{out}");
-    assert!(input(&r2, "code")["summary"].as_str().is_some_and(|s| s.contains(&commit2)), "{out}");
+    assert!(
+        input(&r2, "code")["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains(&commit2)),
+        "{out}"
+    );
     assert_ne!(
-        input(&r1, "config")["summary"], input(&r2, "config")["summary"],
+        input(&r1, "config")["summary"],
+        input(&r2, "config")["summary"],
         "the two states differ in their configuration"
     );
-    assert_ne!(input(&r1, "snapshot")["digest"], input(&r2, "snapshot")["digest"]);
+    assert_ne!(
+        input(&r1, "snapshot")["digest"],
+        input(&r2, "snapshot")["digest"]
+    );
 
     // A mutation sequence gap after snapshot 2 (which applied up to 2): 3 is missing.
     w.mutation("billing", 4);
@@ -308,20 +393,41 @@ async fn snapshots_resolve_to_the_state_in_force_and_every_gap_is_named() {
 
     // A partial snapshot is recorded only when asked, and resolves as partial, not success.
     let contract_b = w.dir.join("batch.toml");
-    std::fs::write(&contract_b, "service = \"batch\"\nmandatory = [\"code\", \"config\"]\n").expect("contract");
+    std::fs::write(
+        &contract_b,
+        "service = \"batch\"\nmandatory = [\"code\", \"config\"]\n",
+    )
+    .expect("contract");
     let o = w.run(&[
-        "snapshot", "--service", "batch", "--contract", contract_b.to_str().expect("path"),
-        "--repo", repo_s, "--partial", "--producer", "ops", "--key", &key,
+        "snapshot",
+        "--service",
+        "batch",
+        "--contract",
+        contract_b.to_str().expect("path"),
+        "--repo",
+        repo_s,
+        "--partial",
+        "--producer",
+        "ops",
+        "--key",
+        &key,
     ]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
-    assert!(text(&o).contains("PARTIAL") && text(&o).contains("config"), "{}", text(&o));
+    assert!(
+        text(&o).contains("PARTIAL") && text(&o).contains("config"),
+        "{}",
+        text(&o)
+    );
     let (code, out, rb) = w.resolve("batch", now_ms(), None);
     assert_eq!(code, 3, "{out}");
     assert_eq!(rb["status"], "partial");
     // Checked against its contract, the missing mandatory signal is a violation.
     let (code, out, _) = w.resolve("batch", now_ms(), Some(&contract_b));
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("contract violation: mandatory signal config"), "{out}");
+    assert!(
+        out.contains("contract violation: mandatory signal config"),
+        "{out}"
+    );
 
     // A component entry tampered with in the database: named in a failing report.
     let code_index = input(&r1, "code")["index"].as_i64().expect("code index");

@@ -228,19 +228,23 @@ impl Contract {
 /// Checks that mutation sequences run 1.. (or from `after`+1) without a gap or a repeat;
 /// returns the first problem.
 pub fn check_sequence(after: u64, seqs: &[u64]) -> Result<(), String> {
-    let mut expected = after + 1;
-    for &s in seqs {
+    for (i, &s) in seqs.iter().enumerate() {
+        let expected = after + 1 + i as u64;
         if s < expected {
-            return Err(format!("mutation sequence {s} appears again (expected {expected})"));
+            return Err(format!(
+                "mutation sequence {s} appears again (expected {expected})"
+            ));
         }
         if s > expected {
             return Err(if s == expected + 1 {
                 format!("mutation sequence {expected} is missing (next is {s})")
             } else {
-                format!("mutation sequences {expected}..{} are missing (next is {s})", s - 1)
+                format!(
+                    "mutation sequences {expected}..{} are missing (next is {s})",
+                    s - 1
+                )
             });
         }
-        expected += 1;
     }
     Ok(())
 }
@@ -258,8 +262,16 @@ mod tests {
 
     #[test]
     fn config_digest_ignores_content_and_order() {
-        let a = ConfigFile { path: "b.toml".into(), sha256: "11".into(), content: Some("x".into()) };
-        let b = ConfigFile { path: "a.toml".into(), sha256: "22".into(), content: None };
+        let a = ConfigFile {
+            path: "b.toml".into(),
+            sha256: "11".into(),
+            content: Some("x".into()),
+        };
+        let b = ConfigFile {
+            path: "a.toml".into(),
+            sha256: "22".into(),
+            content: None,
+        };
         let d1 = config_digest(&[a.clone(), b.clone()]);
         let d2 = config_digest(&[ConfigFile { content: None, ..b }, a]);
         assert_eq!(d1, d2);
@@ -273,10 +285,13 @@ mod tests {
         )
         .expect("contract");
         assert_eq!(c.missing(&[Kind::Code]), vec![Kind::Config]);
-        assert!(Contract::parse("service = \"x\"\nmandatory = [\"code\"]\noptional = [\"code\"]\n", "c")
-            .unwrap_err()
-            .to_string()
-            .contains("both"));
+        assert!(Contract::parse(
+            "service = \"x\"\nmandatory = [\"code\"]\noptional = [\"code\"]\n",
+            "c"
+        )
+        .unwrap_err()
+        .to_string()
+        .contains("both"));
         assert!(Contract::parse("service = \"x\"\nmandatory = [\"kernel\"]\n", "c").is_err());
     }
 
@@ -284,8 +299,17 @@ mod tests {
     fn sequence_gaps_and_repeats_are_named() {
         assert_eq!(check_sequence(0, &[1, 2, 3]), Ok(()));
         assert_eq!(check_sequence(5, &[]), Ok(()));
-        assert_eq!(check_sequence(2, &[3, 5]), Err("mutation sequence 4 is missing (next is 5)".into()));
-        assert_eq!(check_sequence(0, &[1, 4]), Err("mutation sequences 2..3 are missing (next is 4)".into()));
-        assert_eq!(check_sequence(0, &[1, 1]), Err("mutation sequence 1 appears again (expected 2)".into()));
+        assert_eq!(
+            check_sequence(2, &[3, 5]),
+            Err("mutation sequence 4 is missing (next is 5)".into())
+        );
+        assert_eq!(
+            check_sequence(0, &[1, 4]),
+            Err("mutation sequences 2..3 are missing (next is 4)".into())
+        );
+        assert_eq!(
+            check_sequence(0, &[1, 1]),
+            Err("mutation sequence 1 appears again (expected 2)".into())
+        );
     }
 }

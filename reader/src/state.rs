@@ -111,7 +111,9 @@ pub async fn state_at(c: &Client, service: &str, at: i64) -> Result<StateAt, Api
     let r = rows.first().ok_or_else(|| {
         ApiError::not_found(
             "at",
-            format!("no state snapshot of service {service:?} was logged at or before {at} (unix ms)"),
+            format!(
+                "no state snapshot of service {service:?} was logged at or before {at} (unix ms)"
+            ),
         )
     })?;
     let idx: i64 = r.get(0);

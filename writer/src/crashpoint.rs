@@ -71,7 +71,10 @@ pub fn arm(point: Point, n: u64) {
 pub fn reached(point: Point) {
     if let Some((p, left)) = ARMED.get() {
         if *p == point && left.fetch_sub(1, Ordering::SeqCst) == 1 {
-            eprintln!("ACE_WRITER_CRASH_AT: aborting at crash point {}", point.as_str());
+            eprintln!(
+                "ACE_WRITER_CRASH_AT: aborting at crash point {}",
+                point.as_str()
+            );
             std::process::abort();
         }
     }

@@ -39,7 +39,8 @@ async fn writer_killed_at_each_step_of_the_pipeline_loses_nothing() {
     let publisher = {
         let js = l.nats.js.clone();
         let names = l.nats.names.clone();
-        let keys: Vec<ed25519_dalek::SigningKey> = producers.iter().map(|p| l.key(p).clone()).collect();
+        let keys: Vec<ed25519_dalek::SigningKey> =
+            producers.iter().map(|p| l.key(p).clone()).collect();
         let stop = stop.clone();
         tokio::spawn(async move {
             let (mut good, mut bad) = (HashSet::new(), HashSet::new());
@@ -159,7 +160,10 @@ async fn writer_killed_at_each_step_of_the_pipeline_loses_nothing() {
         .collect();
     let entry_set: HashSet<String> = entries.iter().cloned().collect();
     assert_eq!(entries.len(), entry_set.len(), "no entry twice");
-    assert_eq!(entry_set, good, "every good envelope in the log, nothing else");
+    assert_eq!(
+        entry_set, good,
+        "every good envelope in the log, nothing else"
+    );
     let dlq_set: HashSet<String> = dlq.iter().filter_map(|(d, _)| d.clone()).collect();
     assert_eq!(dlq.len(), dlq_set.len(), "no rejection twice");
     assert_eq!(dlq_set, bad, "every bad envelope in the DLQ, nothing else");
