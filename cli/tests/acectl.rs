@@ -156,27 +156,18 @@ async fn a_ledger_set_up_and_fed_with_acectl_alone() {
 
     // A writer for this ledger, then publish through acectl.
     let writer = ace_writer::Config {
-        nats_url: "nats://127.0.0.1:4222".into(),
-        nats_creds: None,
-        nats_nkey_file: None,
-        database_url: ace_core::config::Secret::new(format!(
-            "postgres://ace_writer@127.0.0.1:5432/{}",
-            db.0
-        )),
         prefix: prefix.clone(),
         log_origin: Some("cli.test/ledger".into()),
-        ledger_key_file: key_path.clone(),
         listen: "127.0.0.1:0".parse().unwrap(),
         batch_max_entries: 100,
         batch_max_delay: Duration::from_millis(20),
-        max_envelope_bytes: 512 * 1024,
-        allowed_payload_types: vec![ace_core::envelope::IN_TOTO_PAYLOAD_TYPE.to_string()],
-        policy_file: None,
-        policy_poll: Duration::from_secs(1),
         standby_poll: Duration::from_millis(200),
         retry_max: Duration::from_secs(1),
         nak_delay: Duration::from_millis(200),
-        db_timeout: Duration::from_secs(15),
+        ..ace_writer::Config::with_defaults(
+            ace_core::config::Secret::new(format!("postgres://ace_writer@127.0.0.1:5432/{}", db.0)),
+            key_path.clone(),
+        )
     };
     let (stop, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(ace_writer::run(writer, rx));

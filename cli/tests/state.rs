@@ -176,23 +176,17 @@ async fn world() -> World {
 
     let writer = ace_writer::Config {
         nats_url: nats.url.clone(),
-        nats_creds: None,
-        nats_nkey_file: None,
-        database_url: ace_core::config::Secret::new(db.url("ace_writer")),
         prefix: nats.names.prefix().to_string(),
-        log_origin: None,
-        ledger_key_file: key_file,
         listen: "127.0.0.1:0".parse().expect("addr"),
         batch_max_entries: 100,
         batch_max_delay: Duration::from_millis(20),
-        max_envelope_bytes: 512 * 1024,
-        allowed_payload_types: vec![ace_core::envelope::IN_TOTO_PAYLOAD_TYPE.to_string()],
-        policy_file: None,
-        policy_poll: Duration::from_secs(1),
         standby_poll: Duration::from_millis(200),
         retry_max: Duration::from_secs(1),
         nak_delay: Duration::from_millis(200),
-        db_timeout: Duration::from_secs(15),
+        ..ace_writer::Config::with_defaults(
+            ace_core::config::Secret::new(db.url("ace_writer")),
+            key_file,
+        )
     };
     let (wstop, wrx) = tokio::sync::watch::channel(false);
     tokio::spawn(ace_writer::run(writer, wrx));
@@ -426,6 +420,31 @@ async fn snapshots_resolve_to_the_state_in_force_and_every_gap_is_named() {
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("contract violation: mandatory signal config"),
+        "{out}"
+    );
+
+    // A snapshot naming a component that was never logged: named as missing.
+    let (ghost_name, ghost_hex) = ace_core::state::service_subject("ghost");
+    let missing = format!("sha256:{}", "0".repeat(64));
+    w.publish_statement(
+        &serde_json::json!({
+            "_type": "https://in-toto.io/Statement/v1",
+            "subject": [{"name": ghost_name, "digest": {"sha256": ghost_hex}}],
+            "predicateType": ace_core::state::SNAPSHOT_V1,
+            "predicate": {
+                "service": "ghost", "taken_at": "2026-12-01T00:00:00Z",
+                "components": [{"kind": "code", "envelope": missing}],
+                "mutation_sequence": 0, "partial": false, "missing": [],
+            },
+        })
+        .to_string(),
+    );
+    let (code, out, _) = w.resolve("ghost", now_ms(), None);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "code component {missing}: not in the log (status unknown)"
+        )),
         "{out}"
     );
 

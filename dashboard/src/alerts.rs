@@ -220,15 +220,7 @@ mod tests {
     use crate::figures::{Head, SinkLag};
 
     fn thresholds() -> AlertThresholds {
-        AlertThresholds {
-            dlq_open: 100,
-            anchor_lag_blocks: 10,
-            stall: Duration::from_secs(120),
-            dlq_open_for: Duration::from_secs(300),
-            anchor_lag_for: Duration::from_secs(600),
-            stall_for: Duration::from_secs(120),
-            no_leader_for: Duration::from_secs(60),
-        }
+        crate::Config::with_defaults(Default::default(), Default::default()).alerts
     }
 
     fn health(dlq_open: i64, lag: i64, age: i64, pending: Option<u64>) -> Health {

@@ -211,6 +211,21 @@ pub struct ItemRow {
     pub status: Status,
 }
 
+/// An [`ItemRow`] from columns 0-7 of a query: id, received_at, producer, code, field,
+/// detail, digest, latest action.
+fn item_row(r: &tokio_postgres::Row) -> ItemRow {
+    ItemRow {
+        id: r.get(0),
+        received_at: r.get(1),
+        producer: r.get(2),
+        code: r.get(3),
+        field: r.get(4),
+        detail: r.get(5),
+        digest: r.get(6),
+        status: Status::of(r.get::<_, Option<&str>>(7)),
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Page {
     pub items: Vec<ItemRow>,
@@ -251,19 +266,7 @@ pub async fn list(db: &Db, f: &Filter) -> Result<Page, DashError> {
         )
         .await
         .map_err(DbError::query("listing DLQ items"))?;
-    let mut items: Vec<ItemRow> = rows
-        .iter()
-        .map(|r| ItemRow {
-            id: r.get(0),
-            received_at: r.get(1),
-            producer: r.get(2),
-            code: r.get(3),
-            field: r.get(4),
-            detail: r.get(5),
-            digest: r.get(6),
-            status: Status::of(r.get::<_, Option<&str>>(7)),
-        })
-        .collect();
+    let mut items: Vec<ItemRow> = rows.iter().map(item_row).collect();
     let next = if items.len() as i64 > PAGE {
         items.truncate(PAGE as usize);
         items.last().map(|i| i.id)
@@ -436,16 +439,7 @@ pub async fn get(db: &Db, id: i64) -> Result<Item, DashError> {
     }
     let actions = actions_of(&c, &[id]).await?;
     Ok(Item {
-        row: ItemRow {
-            id: r.get(0),
-            received_at: r.get(1),
-            producer: r.get(2),
-            code: r.get(3),
-            field: r.get(4),
-            detail: r.get(5),
-            digest: r.get(6),
-            status: Status::of(r.get::<_, Option<&str>>(7)),
-        },
+        row: item_row(&r),
         subject: r.get(8),
         stream_seq: r.get(9),
         delivered: r.get(10),

@@ -61,9 +61,35 @@ impl Config {
         Self::from(&Env::process())
     }
 
+    /// Every setting at its default (the one place defaults live), for the given database
+    /// and ledger key.
+    pub fn with_defaults(database_url: Secret, ledger_key_file: PathBuf) -> Config {
+        Config {
+            nats_url: "nats://127.0.0.1:4222".into(),
+            nats_creds: None,
+            nats_nkey_file: None,
+            database_url,
+            prefix: "ace".into(),
+            log_origin: None,
+            ledger_key_file,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9101)),
+            batch_max_entries: 1000,
+            batch_max_delay: Duration::from_millis(50),
+            max_envelope_bytes: 512 * 1024,
+            allowed_payload_types: vec![IN_TOTO_PAYLOAD_TYPE.to_string()],
+            policy_file: None,
+            policy_poll: Duration::from_millis(1000),
+            standby_poll: Duration::from_millis(1000),
+            retry_max: Duration::from_millis(5000),
+            db_timeout: Duration::from_millis(15000),
+            nak_delay: Duration::from_millis(1000),
+        }
+    }
+
     pub fn from(env: &Env) -> Result<Config, ConfigError> {
-        let ms = |var: &str, default: u64| -> Result<Duration, ConfigError> {
-            env.parse(var, default).map(Duration::from_millis)
+        let ms = |var: &str, default: Duration| -> Result<Duration, ConfigError> {
+            env.parse(var, default.as_millis() as u64)
+                .map(Duration::from_millis)
         };
         // Settings that moved into the policy file: refuse them rather than ignore them.
         for (var, rule) in [
@@ -80,35 +106,36 @@ impl Config {
                 });
             }
         }
-        let cfg = Config {
-            nats_url: env.string("ACE_NATS_URL", "nats://127.0.0.1:4222")?,
-            nats_creds: env.get("ACE_NATS_CREDS")?,
-            nats_nkey_file: env.get("ACE_NATS_NKEY_FILE")?,
-            database_url: Secret::new(env.required(
+        let d = Config::with_defaults(
+            Secret::new(env.required(
                 "ACE_DATABASE_URL",
                 "the writer's DSN, e.g. postgres://ace_writer@127.0.0.1/ace",
             )?),
-            prefix: env.string("ACE_PREFIX", "ace")?,
-            log_origin: env.get("ACE_LOG_ORIGIN")?,
-            ledger_key_file: PathBuf::from(env.required(
+            PathBuf::from(env.required(
                 "ACE_LEDGER_KEY_FILE",
                 "the ledger key made by `acectl ledger-key generate --out FILE`",
             )?),
-            listen: env.parse(
-                "ACE_WRITER_LISTEN",
-                SocketAddr::from(([127, 0, 0, 1], 9101)),
-            )?,
-            batch_max_entries: env.parse("ACE_BATCH_MAX_ENTRIES", 1000)?,
-            batch_max_delay: ms("ACE_BATCH_MAX_DELAY_MS", 50)?,
-            max_envelope_bytes: env.parse("ACE_MAX_ENVELOPE_BYTES", 512 * 1024)?,
-            allowed_payload_types: env
-                .list("ACE_ALLOWED_PAYLOAD_TYPES", &[IN_TOTO_PAYLOAD_TYPE])?,
+        );
+        let payload_default: Vec<&str> =
+            d.allowed_payload_types.iter().map(String::as_str).collect();
+        let cfg = Config {
+            nats_url: env.string("ACE_NATS_URL", &d.nats_url)?,
+            nats_creds: env.get("ACE_NATS_CREDS")?,
+            nats_nkey_file: env.get("ACE_NATS_NKEY_FILE")?,
+            prefix: env.string("ACE_PREFIX", &d.prefix)?,
+            log_origin: env.get("ACE_LOG_ORIGIN")?,
+            listen: env.parse("ACE_WRITER_LISTEN", d.listen)?,
+            batch_max_entries: env.parse("ACE_BATCH_MAX_ENTRIES", d.batch_max_entries)?,
+            batch_max_delay: ms("ACE_BATCH_MAX_DELAY_MS", d.batch_max_delay)?,
+            max_envelope_bytes: env.parse("ACE_MAX_ENVELOPE_BYTES", d.max_envelope_bytes)?,
+            allowed_payload_types: env.list("ACE_ALLOWED_PAYLOAD_TYPES", &payload_default)?,
             policy_file: env.get("ACE_POLICY_FILE")?.map(PathBuf::from),
-            policy_poll: ms("ACE_POLICY_POLL_MS", 1000)?,
-            standby_poll: ms("ACE_STANDBY_POLL_MS", 1000)?,
-            retry_max: ms("ACE_RETRY_MAX_MS", 5000)?,
-            db_timeout: ms("ACE_DB_TIMEOUT_MS", 15000)?,
-            nak_delay: ms("ACE_NAK_DELAY_MS", 1000)?,
+            policy_poll: ms("ACE_POLICY_POLL_MS", d.policy_poll)?,
+            standby_poll: ms("ACE_STANDBY_POLL_MS", d.standby_poll)?,
+            retry_max: ms("ACE_RETRY_MAX_MS", d.retry_max)?,
+            db_timeout: ms("ACE_DB_TIMEOUT_MS", d.db_timeout)?,
+            nak_delay: ms("ACE_NAK_DELAY_MS", d.nak_delay)?,
+            ..d
         };
         cfg.validate()?;
         Ok(cfg)

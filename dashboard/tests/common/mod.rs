@@ -87,23 +87,16 @@ impl Stack {
         let writer_port = free_port();
         let wcfg = ace_writer::Config {
             nats_url: nats.url.clone(),
-            nats_creds: None,
-            nats_nkey_file: None,
-            database_url: ace_core::config::Secret::new(db.url("ace_writer")),
             prefix: nats.names.prefix().to_string(),
-            log_origin: None,
-            ledger_key_file: key_file,
             listen: format!("127.0.0.1:{writer_port}").parse().expect("addr"),
-            batch_max_entries: 1000,
-            batch_max_delay: Duration::from_millis(50),
-            max_envelope_bytes: 512 * 1024,
-            allowed_payload_types: vec![IN_TOTO_PAYLOAD_TYPE.to_string()],
-            policy_file: None,
             policy_poll: Duration::from_millis(100),
             standby_poll: Duration::from_millis(200),
             retry_max: Duration::from_millis(1000),
             nak_delay: Duration::from_millis(200),
-            db_timeout: Duration::from_secs(15),
+            ..ace_writer::Config::with_defaults(
+                ace_core::config::Secret::new(db.url("ace_writer")),
+                key_file,
+            )
         };
         let (writer_stop, wrx) = watch::channel(false);
         tokio::spawn(async move {

@@ -56,23 +56,16 @@ impl Ledger {
     pub fn writer_config(&self) -> Config {
         Config {
             nats_url: self.nats.url.clone(),
-            nats_creds: None,
-            nats_nkey_file: None,
-            database_url: ace_core::config::Secret::new(self.db.url("ace_writer")),
             prefix: self.nats.names.prefix().to_string(),
-            log_origin: None,
-            ledger_key_file: self.key_file.clone(),
             listen: "127.0.0.1:0".parse().unwrap(),
-            batch_max_entries: 1000,
-            batch_max_delay: Duration::from_millis(50),
-            max_envelope_bytes: 512 * 1024,
-            allowed_payload_types: vec![IN_TOTO_PAYLOAD_TYPE.to_string()],
-            policy_file: None,
             policy_poll: Duration::from_millis(100),
             standby_poll: Duration::from_millis(200),
             retry_max: Duration::from_millis(1000),
             nak_delay: Duration::from_millis(200),
-            db_timeout: Duration::from_secs(15),
+            ..Config::with_defaults(
+                ace_core::config::Secret::new(self.db.url("ace_writer")),
+                self.key_file.clone(),
+            )
         }
     }
 
