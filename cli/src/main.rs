@@ -4,6 +4,7 @@ mod audit;
 mod collect;
 mod http;
 mod keyfile;
+mod nats_users;
 mod operator_audit;
 mod policy;
 mod publish;
@@ -137,6 +138,31 @@ enum NatsCmd {
         #[arg(long, default_value_t = 1)]
         replicas: usize,
     },
+    /// Make an NKey user for a producer or a service: the seed goes to --seed-out (0600,
+    /// never overwritten), the public key into the ledger's `nats_users`. Idempotent.
+    AddUser {
+        /// The producer id, or a service's name (writer, anchor, dashboard, admin).
+        name: String,
+        /// producer, writer, anchor, dashboard or admin.
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        seed_out: PathBuf,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Write nats-server's authorization block: each user allowed only its own subjects
+    /// (suspended producers left out), then SIGHUP the server with --reload-pid.
+    Render {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, env = "ACE_PREFIX", default_value = "ace")]
+        prefix: String,
+        #[arg(long)]
+        reload_pid: Option<u32>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -266,6 +292,30 @@ async fn run(cli: Cli) -> Result<i32> {
                 ace_core::nats::WRITER_CONSUMER
             );
         }
+        Cmd::Nats {
+            cmd:
+                NatsCmd::AddUser {
+                    name,
+                    kind,
+                    seed_out,
+                    db,
+                },
+        } => println!(
+            "{}",
+            nats_users::add_user(&db.database_url, &name, &kind, &seed_out).await?
+        ),
+        Cmd::Nats {
+            cmd:
+                NatsCmd::Render {
+                    out,
+                    prefix,
+                    reload_pid,
+                    db,
+                },
+        } => println!(
+            "{}",
+            nats_users::render(&db.database_url, &prefix, &out, reload_pid).await?
+        ),
         Cmd::LedgerKey {
             cmd: LedgerKeyCmd::Generate { out, origin },
         } => {

@@ -18,6 +18,7 @@ pub mod keys;
 pub mod leaf;
 pub mod merkle;
 pub mod nats;
+pub mod nats_acl;
 pub mod operator_audit;
 pub mod policy;
 pub mod rejection;
