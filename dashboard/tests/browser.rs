@@ -10,14 +10,44 @@ use ace_testkit::browser::Browser;
 use common::{sign, statement, Opts, Stack, OPERATOR, VIEWER};
 use fantoccini::Locator;
 
+/// The element's text; retried for a moment, since a page being replaced by a form's
+/// answer can hand out elements that go stale before they are read.
 async fn text(b: &Browser, css: &str) -> String {
-    b.client()
-        .find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css} not on the page: {e}"))
-        .text()
-        .await
-        .unwrap_or_else(|e| panic!("text of {css}: {e}"))
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = match b.client().find(Locator::Css(css)).await {
+            Ok(e) => e.text().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match got {
+            Ok(t) => return t,
+            Err(e) if Instant::now() >= deadline => panic!("text of {css}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Clicks, then waits until the browser is at a URL containing `lands_on`: the next
+/// reads are then of the new page, not the one being left.
+async fn click_to(b: &Browser, css: &str, lands_on: &str) {
+    click(b, css).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let url = b
+            .client()
+            .current_url()
+            .await
+            .map(|u| u.to_string())
+            .unwrap_or_default();
+        if url.contains(lands_on) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after clicking {css}: at {url}, not {lands_on}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn click(b: &Browser, css: &str) {
@@ -58,7 +88,18 @@ async fn login(b: &Browser, base: &str, (user, pw): (&str, &str)) {
     b.goto(&format!("{base}/login")).await.expect("login page");
     fill(b, "#username", user).await;
     fill(b, "#password", pw).await;
-    click(b, "#login").await;
+    click_to(b, "#login", "/").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b
+        .client()
+        .current_url()
+        .await
+        .map(|u| u.path().ends_with("/login"))
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "still on the login page");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(
         text(b, "#who").await,
         format!(
@@ -146,7 +187,7 @@ async fn dashboard_in_a_browser() {
     shot(&b, "02-overview").await;
 
     // Filter the DLQ by reason, open the item.
-    click(&b, "header nav a[href='/dlq']").await;
+    click_to(&b, "header nav a[href='/dlq']", "/dlq").await;
     b.client()
         .find(Locator::Css("#f-code"))
         .await
@@ -154,7 +195,7 @@ async fn dashboard_in_a_browser() {
         .select_by_value("unknown_key")
         .await
         .expect("choose unknown_key");
-    click(&b, "#f-apply").await;
+    click_to(&b, "#f-apply", "code=unknown_key").await;
     assert_eq!(text(&b, "#total").await, "1");
     let page = source(&b).await;
     assert!(
@@ -163,7 +204,12 @@ async fn dashboard_in_a_browser() {
     );
     assert!(!page.contains(&format!("href=\"/dlq/{junk_item}\"")));
     shot(&b, "03-dlq-filtered").await;
-    click(&b, &format!("a[href='/dlq/{beta_item}']")).await;
+    click_to(
+        &b,
+        &format!("a[href='/dlq/{beta_item}']"),
+        &format!("/dlq/{beta_item}"),
+    )
+    .await;
     assert_eq!(text(&b, "#code").await, "unknown_key");
     assert_eq!(text(&b, "#status").await, "open");
     assert!(text(&b, "#statement")
@@ -180,7 +226,7 @@ async fn dashboard_in_a_browser() {
         )
         .await
         .expect("tamper with the form");
-    click(&b, "#retry").await;
+    click_to(&b, "#retry", &format!("/dlq/{beta_item}/retry")).await;
     assert!(text(&b, "#error").await.contains("CSRF"));
     assert!(source(&b).await.contains("403"));
     shot(&b, "05-csrf-refused").await;
@@ -190,7 +236,7 @@ async fn dashboard_in_a_browser() {
     b.goto(&format!("{base}/dlq/{beta_item}"))
         .await
         .expect("item");
-    click(&b, "#retry").await;
+    click_to(&b, "#retry", "done=retry").await;
     assert_eq!(text(&b, "#status").await, "retried");
     assert!(text(&b, "#notice").await.contains("Re-submitted"));
     stack
@@ -199,7 +245,7 @@ async fn dashboard_in_a_browser() {
     shot(&b, "06-retried").await;
 
     // Its history, from the item's digest link: every step in order.
-    click(&b, "#digest").await;
+    click_to(&b, "#digest", "/history?digest=").await;
     let steps = b
         .client()
         .find_all(Locator::Css("#timeline td.step"))
@@ -228,7 +274,7 @@ async fn dashboard_in_a_browser() {
         "not an envelope at all; the producer's team is told",
     )
     .await;
-    click(&b, "#discard").await;
+    click_to(&b, "#discard", "done=discard").await;
     assert_eq!(text(&b, "#status").await, "discarded");
     assert!(text(&b, "#actions")
         .await
@@ -244,7 +290,7 @@ async fn dashboard_in_a_browser() {
     shot(&b, "10-anchors").await;
 
     // A viewer sees the item but has nothing to act with.
-    click(&b, "#logout").await;
+    click_to(&b, "#logout", "/login").await;
     login(&b, &base, VIEWER).await;
     b.goto(&format!("{base}/dlq/{junk_item}"))
         .await
