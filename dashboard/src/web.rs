@@ -705,7 +705,8 @@ async fn dlq_item(
     }
 }
 
-/// Common to every action: a session, its CSRF token, the operator role.
+/// Common to every action: a session and its CSRF token. Whether the operator may act
+/// is the domain's to say (`dlq::must_operate`), answered 403 like any refusal.
 fn acting(
     s: &AppState,
     headers: &HeaderMap,
@@ -713,14 +714,24 @@ fn acting(
 ) -> Result<Session, Box<Response>> {
     let sess = require(s, headers)?;
     check_csrf(&sess, form).map_err(|e| Box::new(error_page(Some(&sess), &e)))?;
-    if sess.role != Role::Operator {
-        let e = DashError::Forbidden(format!(
-            "{} is a viewer: only operators may retry or discard",
-            sess.user
-        ));
-        return Err(Box::new(error_page(Some(&sess), &e)));
-    }
     Ok(sess)
+}
+
+/// After an action on one item: count it and show the item, or show why not.
+fn acted(
+    s: &AppState,
+    sess: &Session,
+    res: Result<i64, DashError>,
+    action: &str,
+    done: &str,
+) -> Response {
+    match res {
+        Ok(id) => {
+            s.metrics.actions.with_label_values(&[action]).inc();
+            Redirect::to(&format!("/dlq/{id}?done={done}")).into_response()
+        }
+        Err(e) => error_page(Some(sess), &e),
+    }
 }
 
 async fn dlq_retry(
@@ -737,13 +748,7 @@ async fn dlq_retry(
         Ok(id) => dlq::retry(&s.db, &s.intake, &sess, id).await.map(|_| id),
         Err(e) => Err(e),
     };
-    match res {
-        Ok(id) => {
-            s.metrics.actions.with_label_values(&["dlq.retry"]).inc();
-            Redirect::to(&format!("/dlq/{id}?done=retry")).into_response()
-        }
-        Err(e) => error_page(Some(&sess), &e),
-    }
+    acted(&s, &sess, res, "dlq.retry", "retry")
 }
 
 async fn dlq_discard(
@@ -756,18 +761,12 @@ async fn dlq_discard(
         Ok(x) => x,
         Err(r) => return *r,
     };
-    let note = form.get("note").cloned().unwrap_or_default();
+    let note = form.get("note").map(String::as_str).unwrap_or_default();
     let res = match item_id(&id) {
-        Ok(id) => dlq::discard(&s.db, &sess, id, &note).await.map(|_| id),
+        Ok(id) => dlq::discard(&s.db, &sess, id, note).await.map(|_| id),
         Err(e) => Err(e),
     };
-    match res {
-        Ok(id) => {
-            s.metrics.actions.with_label_values(&["dlq.discard"]).inc();
-            Redirect::to(&format!("/dlq/{id}?done=discard")).into_response()
-        }
-        Err(e) => error_page(Some(&sess), &e),
-    }
+    acted(&s, &sess, res, "dlq.discard", "discard")
 }
 
 async fn dlq_bulk_retry(
