@@ -119,6 +119,8 @@ pub enum Location {
     OperatorAudit(i64),
     /// A row of `dlq_actions`, by id.
     DlqAction(i64),
+    /// The producer and key registry, or its record of key events.
+    Registry(String),
 }
 
 impl fmt::Display for Location {
@@ -142,6 +144,7 @@ impl fmt::Display for Location {
             }
             Location::OperatorAudit(seq) => write!(f, "operator_audit row {seq}"),
             Location::DlqAction(id) => write!(f, "dlq action {id}"),
+            Location::Registry(what) => write!(f, "registry: {what}"),
         }
     }
 }
@@ -228,6 +231,8 @@ pub struct Summary {
     pub receipts: crate::receipts::ReceiptSummary,
     /// The operators' hash-chained trail and the DLQ actions recorded in it.
     pub trail: crate::operator_audit::TrailSummary,
+    /// The log's key events and the registry compared with them.
+    pub keys: crate::key_events::KeySummary,
 }
 
 /// Runs the audit and prints the outcome; returns the process exit code.
@@ -287,6 +292,18 @@ pub async fn run(args: AuditArgs) -> i32 {
             println!(
                 "  dlq_actions: {}, each naming an existing operator_audit row and dlq_items row",
                 t.actions
+            );
+            let k = &s.keys;
+            println!(
+                "  key events: {} in the log (signed by the ledger key, gapless), {} producers and {} keys rebuilt from them; every entry's signature checked against them; the registry matches{}",
+                k.events,
+                k.producers,
+                k.keys,
+                if k.pending > 0 {
+                    format!(" ({} newer events not yet in the log)", k.pending)
+                } else {
+                    String::new()
+                }
             );
             if let Some(r) = s.reader {
                 println!("  reader:     {r}");
@@ -405,6 +422,11 @@ pub async fn audit(args: &AuditArgs) -> Result<Result<Summary, Box<Mismatch>>, A
         Ok(p) => Arc::new(p),
         Err(m) => return Ok(Err(m)),
     };
+    let ledger_keys = Arc::new(
+        crate::key_events::load(&main, &verifiers)
+            .await
+            .map_err(db)?,
+    );
     let row = main
         .query_one(
             "SELECT (SELECT max(idx) FROM ledger_entries), \
@@ -435,6 +457,7 @@ pub async fn audit(args: &AuditArgs) -> Result<Result<Summary, Box<Mismatch>>, A
     let mut auditor = Auditor {
         verifiers: Arc::new(verifiers),
         policies: Arc::clone(&policies),
+        keys: Arc::clone(&ledger_keys),
         main: &main,
         blocks: BlockStream {
             rx: block_rx,
@@ -468,10 +491,18 @@ pub async fn audit(args: &AuditArgs) -> Result<Result<Summary, Box<Mismatch>>, A
         Ok(t) => t,
         Err(m) => return Ok(Err(m)),
     };
+    let keys = match crate::key_events::check_registry(&main, &ledger_keys)
+        .await
+        .map_err(db)?
+    {
+        Ok(k) => k,
+        Err(m) => return Ok(Err(m)),
+    };
     let mut summary = Summary {
         elapsed: started.elapsed(),
         receipts,
         trail,
+        keys,
         ..summary
     };
     // The snapshot is released before the reader check, which compares with the ledger as
@@ -681,6 +712,8 @@ struct Auditor<'a> {
     verifiers: Arc<Vec<NoteVerifier>>,
     /// Policy versions whose kept text was rehashed.
     policies: Arc<HashSet<String>>,
+    /// The registry as the log's key events give it.
+    keys: Arc<crate::key_events::LedgerKeys>,
     main: &'a Client,
     blocks: BlockStream,
     entries: mpsc::Receiver<Result<EntryChunk, DbError>>,
@@ -824,6 +857,7 @@ impl Auditor<'_> {
             policies: self.policies.len(),
             receipts: Default::default(),
             trail: Default::default(),
+            keys: Default::default(),
         }))
     }
 
@@ -852,6 +886,7 @@ impl Auditor<'_> {
     ) -> (Vec<EntryResult>, Vec<BlockCheck>) {
         let verifiers = self.verifiers.clone();
         let policies = Arc::clone(&self.policies);
+        let keys = Arc::clone(&self.keys);
         let n = present as usize;
         let handle = tokio::task::spawn_blocking(move || {
             let lo = chunk.lo;
@@ -863,7 +898,7 @@ impl Auditor<'_> {
                         .enumerate()
                         .map(|(p, row)| {
                             let (s, e) = spans[p];
-                            check_entry(lo + p as u64, row, &chunk.subjects[s..e], &policies)
+                            check_entry(lo + p as u64, row, &chunk.subjects[s..e], &policies, &keys)
                         })
                         .collect::<Vec<_>>()
                 },
@@ -1320,7 +1355,13 @@ async fn check_policies(c: &Client) -> Result<Result<HashSet<String>, Box<Mismat
     Ok(Ok(versions))
 }
 
-fn check_entry(index: u64, row: &Row, subjects: &[Row], policies: &HashSet<String>) -> EntryResult {
+fn check_entry(
+    index: u64,
+    row: &Row,
+    subjects: &[Row],
+    policies: &HashSet<String>,
+    keys: &crate::key_events::LedgerKeys,
+) -> EntryResult {
     let loc = || Location::Entry(index);
     let col = |name: &'static str| {
         move |e: tokio_postgres::Error| {
@@ -1402,6 +1443,11 @@ fn check_entry(index: u64, row: &Row, subjects: &[Row], policies: &HashSet<Strin
             ),
             keyid,
         ));
+    }
+    if producer == ace_core::ids::ProducerId::LEDGER {
+        keys.check_ledger_entry(index)?;
+    } else {
+        keys.check_entry(index, producer, integrated_time, &envelope, keyid)?;
     }
     let mut stored_subjects = subjects
         .iter()

@@ -3,12 +3,14 @@
 mod audit;
 mod collect;
 mod http;
+mod key_events;
 mod keyfile;
 mod nats_users;
 mod operator_audit;
 mod policy;
 mod publish;
 mod receipts;
+mod registry;
 mod state;
 mod verify;
 
@@ -179,9 +181,42 @@ enum LedgerKeyCmd {
 
 #[derive(Subcommand)]
 enum ProducerCmd {
-    /// Register a producer. Idempotent.
+    /// Register a producer, and optionally its first signing key and its NATS user (then
+    /// re-render nats-server's authorization). Idempotent: what exists is reported.
     Add {
         id: String,
+        /// Generate the producer's first DSSE signing key; its seed goes here (0600).
+        #[arg(long, conflicts_with = "public_key", value_name = "FILE")]
+        key_out: Option<PathBuf>,
+        /// Register this ed25519 public key (64 hex) as its first key instead.
+        #[arg(long, value_name = "HEX")]
+        public_key: Option<String>,
+        /// Make the producer's NATS NKey user; its seed goes here (0600).
+        #[arg(long, value_name = "FILE")]
+        nats_seed_out: Option<PathBuf>,
+        #[command(flatten)]
+        nats: registry::NatsSync,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Suspend a producer: the writer refuses its envelopes (policy_denied, rule
+    /// producer_active) from now on, and a re-rendered NATS authorization drops its user.
+    Suspend {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        nats: registry::NatsSync,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Resume a suspended producer.
+    Resume {
+        id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        nats: registry::NatsSync,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -209,7 +244,26 @@ enum KeyCmd {
         #[command(flatten)]
         db: DbArgs,
     },
-    /// Revoke a key: envelopes it signs from now on are rejected as key_revoked.
+    /// Rotate a producer's key: register the new key from now, and end every other usable
+    /// key of the producer after the overlap (both sign meanwhile). Prints the new keyid.
+    Rotate {
+        producer: String,
+        /// Generate the new key and write its seed (hex, 0600) to --out.
+        #[arg(long, requires = "out", conflicts_with = "public_key")]
+        generate: bool,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The new ed25519 public key, 64 hex characters.
+        #[arg(long, required_unless_present = "generate")]
+        public_key: Option<String>,
+        /// How long the old keys stay valid beside the new one: 90s, 15m, 24h, 7d.
+        #[arg(long, default_value = "24h")]
+        overlap: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Revoke a key: envelopes it signs from now on are rejected as key_revoked; entries
+    /// it signed before stay valid. Final.
     Revoke {
         keyid: String,
         #[arg(long)]
@@ -323,96 +377,8 @@ async fn run(cli: Cli) -> Result<i32> {
             keyfile::write_secret(&out, &format!("{}\n", signer.to_key_file()))?;
             println!("{}", signer.verifier_key());
         }
-        Cmd::Producer {
-            cmd: ProducerCmd::Add { id, db },
-        } => {
-            let id = ProducerId::parse(&id).with_context(|| format!("producer id {id:?}"))?;
-            let client = ace_core::db::connect(&db.database_url).await?;
-            let n = client
-                .execute(
-                    "INSERT INTO producers (producer) VALUES ($1) ON CONFLICT DO NOTHING",
-                    &[&id.as_str()],
-                )
-                .await
-                .context("inserting into producers")?;
-            println!(
-                "producer {id} {}",
-                if n == 1 {
-                    "added"
-                } else {
-                    "already registered"
-                }
-            );
-        }
-        Cmd::Key {
-            cmd:
-                KeyCmd::Add {
-                    producer,
-                    generate,
-                    out,
-                    public_key,
-                    valid_from,
-                    valid_until,
-                    db,
-                },
-        } => {
-            let producer = ProducerId::parse(&producer)
-                .with_context(|| format!("producer id {producer:?}"))?;
-            let vk = if generate {
-                let Some(out) = out else {
-                    bail!("--generate needs --out FILE")
-                };
-                let sk = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
-                keyfile::write_secret(&out, &format!("{}\n", hex::encode(sk.to_bytes())))?;
-                sk.verifying_key()
-            } else {
-                let Some(hexkey) = public_key else {
-                    bail!("give --generate --out FILE or --public-key HEX")
-                };
-                keyfile::parse_public_key(&hexkey)?
-            };
-            let keyid = KeyId::from_public_key(&vk);
-            let from =
-                parse_time("--valid-from", valid_from.as_deref())?.unwrap_or_else(chrono::Utc::now);
-            let until = parse_time("--valid-until", valid_until.as_deref())?;
-            let client = ace_core::db::connect(&db.database_url).await?;
-            client
-                .execute(
-                    "INSERT INTO producer_keys (keyid, producer, public_key, valid_from, valid_until) \
-                     VALUES ($1, $2, $3, to_timestamp($4::float8 / 1000), to_timestamp($5::float8 / 1000))",
-                    &[
-                        &keyid.as_str(),
-                        &producer.as_str(),
-                        &vk.as_bytes().as_slice(),
-                        &(from.timestamp_millis() as f64),
-                        &until.map(|t| t.timestamp_millis() as f64),
-                    ],
-                )
-                .await
-                .with_context(|| format!("registering key {keyid} for producer {producer} (is the producer registered? is the key already registered?)"))?;
-            println!("{keyid}");
-        }
-        Cmd::Key {
-            cmd: KeyCmd::Revoke { keyid, reason, db },
-        } => {
-            let keyid = KeyId::parse(&keyid).with_context(|| format!("keyid {keyid:?}"))?;
-            if reason.trim().is_empty() {
-                bail!("--reason must say why the key is revoked");
-            }
-            let client = ace_core::db::connect(&db.database_url).await?;
-            let n = client
-                .execute(
-                    "UPDATE producer_keys SET revoked_at = now(), revoke_reason = $2 \
-                     WHERE keyid = $1 AND revoked_at IS NULL",
-                    &[&keyid.as_str(), &reason],
-                )
-                .await
-                .context("revoking the key")?;
-            if n == 0 {
-                bail!("key {keyid} is not registered or is already revoked");
-            }
-            println!("revoked {keyid}");
-        }
+        Cmd::Producer { cmd } => return producer_cmd(cmd).await,
+        Cmd::Key { cmd } => return key_cmd(cmd).await,
         Cmd::Sign(a) => {
             let key = keyfile::read_signing_key(&a.key)?;
             let payload = std::fs::read(&a.statement)
@@ -432,6 +398,175 @@ async fn run(cli: Cli) -> Result<i32> {
         Cmd::Collect { cmd } => return Ok(collect::run(cmd)),
         Cmd::Snapshot(a) => return Ok(state::snapshot(a).await),
         Cmd::State { cmd } => return Ok(state::run(cmd).await),
+    }
+    Ok(0)
+}
+
+async fn producer_cmd(cmd: ProducerCmd) -> Result<i32> {
+    let parse = |id: &str| ProducerId::parse(id).with_context(|| format!("producer id {id:?}"));
+    match cmd {
+        ProducerCmd::Add {
+            id,
+            key_out,
+            public_key,
+            nats_seed_out,
+            nats,
+            db,
+        } => {
+            let id = parse(&id)?;
+            let mut c = ace_core::db::connect(&db.database_url).await?;
+            let added = registry::add_producer(&mut c, &id).await?;
+            println!(
+                "producer {id} {}",
+                if added { "added" } else { "already registered" }
+            );
+            let vk = match (key_out, public_key) {
+                (Some(out), _) => Some(new_signing_key(&out)?),
+                (None, Some(hexkey)) => Some(keyfile::parse_public_key(&hexkey)?),
+                (None, None) => None,
+            };
+            if let Some(vk) = vk {
+                match registry::add_key(&mut c, &id, &vk, None, None).await? {
+                    registry::KeyAdded::Added(k) => println!("key {k} added"),
+                    registry::KeyAdded::Already(k) => println!("key {k} already registered"),
+                }
+            }
+            if let Some(seed_out) = nats_seed_out {
+                println!(
+                    "{}",
+                    nats_users::add_user(&db.database_url, id.as_str(), "producer", &seed_out)
+                        .await?
+                );
+            }
+            if let Some(said) = nats.apply(&db.database_url).await? {
+                println!("{said}");
+            }
+        }
+        ProducerCmd::Suspend {
+            id,
+            reason,
+            nats,
+            db,
+        } => {
+            let id = parse(&id)?;
+            let mut c = ace_core::db::connect(&db.database_url).await?;
+            let changed = registry::set_suspended(&mut c, &id, true, &reason).await?;
+            println!(
+                "producer {id} {}",
+                if changed {
+                    "suspended"
+                } else {
+                    "was already suspended"
+                }
+            );
+            if let Some(said) = nats.apply(&db.database_url).await? {
+                println!("{said}");
+            }
+        }
+        ProducerCmd::Resume {
+            id,
+            reason,
+            nats,
+            db,
+        } => {
+            let id = parse(&id)?;
+            let mut c = ace_core::db::connect(&db.database_url).await?;
+            let changed = registry::set_suspended(&mut c, &id, false, &reason).await?;
+            println!(
+                "producer {id} {}",
+                if changed {
+                    "resumed"
+                } else {
+                    "was not suspended"
+                }
+            );
+            if let Some(said) = nats.apply(&db.database_url).await? {
+                println!("{said}");
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// A fresh producer signing key, its seed written (hex, 0600) to `out`.
+fn new_signing_key(out: &std::path::Path) -> Result<ed25519_dalek::VerifyingKey> {
+    let sk = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+    keyfile::write_secret(out, &format!("{}\n", hex::encode(sk.to_bytes())))?;
+    Ok(sk.verifying_key())
+}
+
+fn key_source(
+    generate: bool,
+    out: Option<PathBuf>,
+    public_key: Option<String>,
+) -> Result<ed25519_dalek::VerifyingKey> {
+    match (generate, out, public_key) {
+        (true, Some(out), _) => new_signing_key(&out),
+        (true, None, _) => bail!("--generate needs --out FILE"),
+        (false, _, Some(hexkey)) => keyfile::parse_public_key(&hexkey),
+        (false, _, None) => bail!("give --generate --out FILE or --public-key HEX"),
+    }
+}
+
+async fn key_cmd(cmd: KeyCmd) -> Result<i32> {
+    let parse = |id: &str| ProducerId::parse(id).with_context(|| format!("producer id {id:?}"));
+    match cmd {
+        KeyCmd::Add {
+            producer,
+            generate,
+            out,
+            public_key,
+            valid_from,
+            valid_until,
+            db,
+        } => {
+            let producer = parse(&producer)?;
+            let from = parse_time("--valid-from", valid_from.as_deref())?;
+            let until = parse_time("--valid-until", valid_until.as_deref())?;
+            let vk = key_source(generate, out, public_key)?;
+            let mut c = ace_core::db::connect(&db.database_url).await?;
+            match registry::add_key(&mut c, &producer, &vk, from, until).await? {
+                registry::KeyAdded::Added(k) => println!("{k}"),
+                registry::KeyAdded::Already(k) => {
+                    eprintln!("key {k} is already registered to {producer}");
+                    println!("{k}");
+                }
+            }
+        }
+        KeyCmd::Rotate {
+            producer,
+            generate,
+            out,
+            public_key,
+            overlap,
+            db,
+        } => {
+            let producer = parse(&producer)?;
+            let overlap = registry::parse_duration(&overlap).context("--overlap")?;
+            let vk = key_source(generate, out, public_key)?;
+            let mut c = ace_core::db::connect(&db.database_url).await?;
+            let r = registry::rotate_key(&mut c, &producer, &vk, overlap).await?;
+            for (k, until) in &r.retiring {
+                eprintln!(
+                    "key {k} stays valid until {}",
+                    until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                );
+            }
+            match r.new {
+                registry::KeyAdded::Added(k) | registry::KeyAdded::Already(k) => println!("{k}"),
+            }
+        }
+        KeyCmd::Revoke { keyid, reason, db } => {
+            let keyid = KeyId::parse(&keyid).with_context(|| format!("keyid {keyid:?}"))?;
+            let mut c = ace_core::db::connect(&db.database_url).await?;
+            let (now, at) = registry::revoke_key(&mut c, &keyid, &reason).await?;
+            let at = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            if now {
+                println!("revoked {keyid} at {at}");
+            } else {
+                println!("key {keyid} was already revoked at {at}");
+            }
+        }
     }
     Ok(0)
 }

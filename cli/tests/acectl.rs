@@ -182,7 +182,8 @@ async fn a_ledger_set_up_and_fed_with_acectl_alone() {
     let first: serde_json::Value =
         serde_json::from_str(&ok(&publish(&["--key", &pk, "--statement", &st]))).unwrap();
     assert_eq!(first["status"], "accepted", "{first}");
-    assert_eq!(first["index"], 0);
+    // Entries 0 and 1 are the key events of acme's registration and key.
+    assert_eq!(first["index"], 2);
     assert_eq!(first["digest"], env.digest().as_str());
     // Same statement again, inside the JetStream window.
     let again: serde_json::Value =
@@ -216,7 +217,7 @@ async fn a_ledger_set_up_and_fed_with_acectl_alone() {
     ])))
     .unwrap();
     assert_eq!(known["status"], "duplicate", "{known}");
-    assert_eq!(known["index"], 0, "{known}");
+    assert_eq!(known["index"], 2, "{known}");
     assert_eq!(known["original"]["status"], "accepted", "{known}");
     let verified = ok(&acectl(
         &[
@@ -227,11 +228,11 @@ async fn a_ledger_set_up_and_fed_with_acectl_alone() {
             "--ledger-key",
             &vkey,
             "--index",
-            "0",
+            "2",
         ],
         &[],
     ));
-    assert!(verified.starts_with("entry 0 verified"), "{verified}");
+    assert!(verified.starts_with("entry 2 verified"), "{verified}");
     // The writer ran the built-in policy; the reader serves its text, which hashes to it.
     let builtin = ace_core::policy::Policy::builtin();
     assert!(
@@ -256,17 +257,22 @@ async fn a_ledger_set_up_and_fed_with_acectl_alone() {
     assert_eq!(r["reason"]["code"], "malformed_envelope");
 
     // Revoke: the next statement signed by that key is key_revoked.
-    assert_eq!(
-        ok(&acectl(
-            &["key", "revoke", &keyid, "--reason", "laptop stolen"],
-            &dbenv
-        )),
-        format!("revoked {keyid}")
-    );
+    let revoked = ok(&acectl(
+        &["key", "revoke", &keyid, "--reason", "laptop stolen"],
+        &dbenv,
+    ));
     assert!(
-        !acectl(&["key", "revoke", &keyid, "--reason", "again"], &dbenv)
-            .status
-            .success()
+        revoked.starts_with(&format!("revoked {keyid} at ")),
+        "{revoked}"
+    );
+    // Idempotent: a second revocation changes nothing and says when the first was.
+    let again = ok(&acectl(
+        &["key", "revoke", &keyid, "--reason", "again"],
+        &dbenv,
+    ));
+    assert!(
+        again.starts_with(&format!("key {keyid} was already revoked at ")),
+        "{again}"
     );
     let st2 = dir.join("st2.json");
     std::fs::write(
@@ -296,7 +302,9 @@ async fn a_ledger_set_up_and_fed_with_acectl_alone() {
     let reader_url = format!("postgres://ace_reader@127.0.0.1:5432/{}", db.0);
     let out = ok(&audit(&reader_url));
     assert!(out.starts_with("audit passed"), "{out}");
-    assert!(out.contains("entries:    1 "), "{out}");
+    // The entry, and the key events: acme added, its key added, its key revoked.
+    assert!(out.contains("entries:    4 "), "{out}");
+    assert!(out.contains("key events: 3 in the log"), "{out}");
     assert!(out.contains("origin:     cli.test/ledger"), "{out}");
     let mut admin = ace_core::db::connect(&url).await.unwrap();
     let loaded = ace_testkit::synth::load(
@@ -310,9 +318,13 @@ async fn a_ledger_set_up_and_fed_with_acectl_alone() {
     )
     .await
     .unwrap();
-    assert_eq!((loaded.first_index, loaded.tree_size), (1, 701));
+    // After the key events of the 8 synthetic producers and their keys.
+    assert_eq!(
+        (loaded.first_index, loaded.tree_size),
+        (4 + 16, 4 + 16 + 700)
+    );
     let out = ok(&audit(&reader_url));
-    assert!(out.contains("entries:    701 "), "{out}");
+    assert!(out.contains("entries:    720 "), "{out}");
     let js = async_nats::jetstream::new(async_nats::connect("127.0.0.1:4222").await.unwrap());
     for s in ["INTAKE", "ACKS", "DLQ", "CHECKPOINTS"] {
         let _ = js

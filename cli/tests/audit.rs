@@ -13,6 +13,8 @@ use ace_testkit::synth::{self, SynthOptions};
 use ace_testkit::TestDb;
 
 const ENTRIES: u64 = 3000;
+/// The key events of 4 producers with 3 keys each (one per load), backfilled at the end.
+const KEY_EVENTS: u64 = 16;
 
 fn signer() -> NoteSigner {
     NoteSigner::from_seed("audit.test/log", [11; 32]).unwrap()
@@ -31,10 +33,27 @@ async fn ledger() -> TestDb {
             producers: 4,
             seed,
             entries_per_transaction: 500,
+            key_events: false,
             ..Default::default()
         };
         synth::load(&mut c, &s, &opts).await.unwrap();
     }
+    // A ledger from before key events existed (migration V9), as an upgraded one looks:
+    // its registrations' events are marked backfilled and appended after its entries.
+    c.batch_execute(
+        "SET session_replication_role = replica; \
+         UPDATE key_events SET detail = detail || '{\"backfilled\": true}'; \
+         RESET session_replication_role",
+    )
+    .await
+    .unwrap();
+    let opts = SynthOptions {
+        entries: 0,
+        producers: 4,
+        seed: 3,
+        ..Default::default()
+    };
+    synth::load(&mut c, &s, &opts).await.unwrap();
     db
 }
 
@@ -130,9 +149,19 @@ async fn a_clean_ledger_passes_as_the_reader_role_and_in_any_chunking() {
         let out = stdout(&o);
         assert!(out.starts_with("audit passed"), "{out}");
         assert!(out.contains("origin:     audit.test/log"), "{out}");
-        assert!(out.contains(&format!("entries:    {ENTRIES} ")), "{out}");
+        assert!(
+            out.contains(&format!("entries:    {} ", ENTRIES + KEY_EVENTS)),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("key events: {KEY_EVENTS} in the log")),
+            "{out}"
+        );
         assert!(out.contains(&format!("blocks:     {blocks} ")), "{out}");
-        assert!(out.contains(&format!("tree size:  {ENTRIES}\n")), "{out}");
+        assert!(
+            out.contains(&format!("tree size:  {}\n", ENTRIES + KEY_EVENTS)),
+            "{out}"
+        );
         assert!(
             out.contains(&format!("root:       {}", hex::encode(&root))),
             "{out}"

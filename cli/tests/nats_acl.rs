@@ -299,29 +299,38 @@ async fn each_nats_user_gets_only_its_own_subjects() {
         "nothing but acme's own envelope reached the intake"
     );
 
-    // Suspended, beta cannot connect; resumed, it can publish again.
-    admin
-        .execute(
-            "UPDATE producers SET status = 'suspended' WHERE producer = 'beta'",
-            &[],
-        )
-        .await
-        .expect("suspend");
-    let pid = server.child.id();
-    assert!(render(Some(pid)).contains("3 NATS user(s)"));
+    // Suspended by acectl (which re-renders and reloads), beta cannot connect; resumed,
+    // it can publish again.
+    let pid = server.child.id().to_string();
+    let auth_text = auth.display().to_string();
+    let sync = |cmd: &str, extra: &[&str]| {
+        let mut args = vec!["producer", cmd, "beta"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[
+            "--nats-auth-out",
+            &auth_text,
+            "--reload-pid",
+            &pid,
+            "--nats-prefix",
+            &prefix,
+        ]);
+        ok(&acectl(&args, &admin_url))
+    };
+    let said = sync("suspend", &["--reason", "drill"]);
+    assert!(
+        said.contains("suspended") && said.contains("3 NATS user(s)"),
+        "{said}"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         connect(&url, &seed("beta")).await.is_err(),
         "a suspended producer is refused"
     );
-    admin
-        .execute(
-            "UPDATE producers SET status = 'active' WHERE producer = 'beta'",
-            &[],
-        )
-        .await
-        .expect("resume");
-    assert!(render(Some(pid)).contains("4 NATS user(s)"));
+    let said = sync("resume", &[]);
+    assert!(
+        said.contains("resumed") && said.contains("4 NATS user(s)"),
+        "{said}"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let beta = connect(&url, &seed("beta"))
         .await

@@ -54,6 +54,8 @@ async fn grow(db: &TestDb, signer: &NoteSigner, seed: u64, from: u64, sizes: &[u
             producers: 2,
             seed,
             entries_per_transaction: n,
+            // Entries addressed by position: the registrations' key events stay pending.
+            key_events: false,
             ..Default::default()
         };
         ace_testkit::load(&mut admin, signer, &opts).await.unwrap();

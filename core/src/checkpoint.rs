@@ -274,6 +274,12 @@ impl NoteSigner {
         }
     }
 
+    /// Adds this key's DSSE signature to `env` (the ledger signs the entries it appends
+    /// itself, its key events, with the same keys as its checkpoints).
+    pub fn sign_envelope(&self, env: &mut crate::envelope::Envelope) {
+        env.add_signature(&self.key);
+    }
+
     /// The signature line for `text`: `— <name> base64(key hash ‖ signature)\n`.
     fn signature_line(&self, text: &str) -> String {
         let sig = self.key.sign(text.as_bytes());

@@ -25,17 +25,19 @@ pub const ROLES_SQL: &str = include_str!("../../sql/roles.sql");
 pub const MIGRATION_LOCK_KEY: i64 = 0x0041_4345_4d49_4752;
 
 /// The tables whose rows are never updated or deleted.
-pub const LOG_TABLES: [&str; 6] = [
+pub const LOG_TABLES: [&str; 8] = [
     "ledger_entries",
     "ledger_subjects",
     "ledger_tiles",
     "ledger_blocks",
     "anchor_receipts",
     "ledger_policies",
+    "key_events",
+    "key_event_entries",
 ];
 
 /// Every table the migrations create.
-pub const ALL_TABLES: [&str; 9] = [
+pub const ALL_TABLES: [&str; 11] = [
     "producers",
     "producer_keys",
     "ledger_entries",
@@ -45,6 +47,8 @@ pub const ALL_TABLES: [&str; 9] = [
     "dlq_items",
     "anchor_receipts",
     "ledger_policies",
+    "key_events",
+    "key_event_entries",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -625,8 +629,8 @@ pub async fn load_log_head<C: GenericClient>(
 }
 
 /// Registered producers among `ids`, with their status.
-pub async fn load_producers(
-    client: &Client,
+pub async fn load_producers<C: GenericClient>(
+    client: &C,
     ids: &[String],
 ) -> Result<HashMap<String, ProducerStatus>, DbError> {
     let rows = client
@@ -650,9 +654,50 @@ pub async fn load_producers(
         .collect())
 }
 
+/// The keys lock of migration V9, in the two-integer advisory key space: every registry
+/// change holds it exclusively (by trigger) until it commits.
+pub const KEYS_LOCK: (i32, i32) = (1_094_927_665, 1);
+
+/// The time a registry snapshot is taken at, and the last key event it includes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistryClock {
+    /// Database clock, unix ms (floor).
+    pub now_ms: i64,
+    pub last_event: u64,
+}
+
+/// Inside a transaction: take the keys lock shared, then read the database clock and the
+/// last key event. Every registry change either committed before (and the transaction's
+/// later statements see it) or commits after the transaction ends, stamped later than
+/// `now_ms`: the registry read in this transaction is the registry at `now_ms`.
+pub async fn registry_clock(
+    tx: &tokio_postgres::Transaction<'_>,
+) -> Result<RegistryClock, DbError> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock_shared($1, $2)",
+        &[&KEYS_LOCK.0, &KEYS_LOCK.1],
+    )
+    .await
+    .map_err(DbError::query("taking the keys lock (shared)"))?;
+    let row = tx
+        .query_one(
+            "SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint, \
+                    coalesce((SELECT max(id) FROM key_events), 0)",
+            &[],
+        )
+        .await
+        .map_err(DbError::query(
+            "reading the database clock and the last key event",
+        ))?;
+    Ok(RegistryClock {
+        now_ms: row.get(0),
+        last_event: stored_u64(row.get(1), "key_events.id")?,
+    })
+}
+
 /// Registered keys among `keyids` (of any producer).
-pub async fn load_keys(
-    client: &Client,
+pub async fn load_keys<C: GenericClient>(
+    client: &C,
     keyids: &[String],
 ) -> Result<HashMap<String, RegisteredKey>, DbError> {
     let rows = client

@@ -162,8 +162,8 @@ pub fn verify_signers(
             format!(
                 "key {} of producer {producer} was revoked at {}, at or before integration time {}",
                 key.keyid,
-                rfc3339(key.revoked_at_ms.unwrap_or(now_ms)),
-                rfc3339(now_ms)
+                rfc3339_ms(key.revoked_at_ms.unwrap_or(now_ms)),
+                rfc3339_ms(now_ms)
             ),
         )
         .with_field(format!("signatures[{i}]")));
@@ -171,7 +171,7 @@ pub fn verify_signers(
     if let Some((i, key)) = expired {
         let until = key
             .valid_until_ms
-            .map_or_else(|| "no end".to_owned(), rfc3339);
+            .map_or_else(|| "no end".to_owned(), rfc3339_ms);
         let when = if now_ms < key.valid_from_ms {
             "is not yet valid"
         } else {
@@ -182,8 +182,8 @@ pub fn verify_signers(
             format!(
                 "key {} of producer {producer} {when} at {}: valid from {} until {until}",
                 key.keyid,
-                rfc3339(now_ms),
-                rfc3339(key.valid_from_ms)
+                rfc3339_ms(now_ms),
+                rfc3339_ms(key.valid_from_ms)
             ),
         )
         .with_field(format!("signatures[{i}]")));
@@ -214,7 +214,7 @@ pub fn verify_signers(
 }
 
 /// RFC 3339 in UTC with milliseconds, or the raw number when out of chrono's range.
-fn rfc3339(ms: i64) -> String {
+pub fn rfc3339_ms(ms: i64) -> String {
     DateTime::from_timestamp_millis(ms).map_or_else(
         || format!("{ms} ms since the Unix epoch"),
         |t| t.to_rfc3339_opts(SecondsFormat::Millis, true),

@@ -14,6 +14,7 @@ pub mod db;
 pub mod envelope;
 mod fields;
 pub mod ids;
+pub mod key_event;
 pub mod keys;
 pub mod leaf;
 pub mod merkle;

@@ -203,7 +203,7 @@ pub async fn intake_last_hour(db: &Db, now_ms: i64) -> Result<Intake, DashError>
         let rows = c
             .query(
                 "SELECT integrated_time / 60000 * 60000, producer, count(*) FROM ledger_entries \
-                 WHERE idx >= $1 AND integrated_time >= $2 GROUP BY 1, 2",
+                 WHERE idx >= $1 AND integrated_time >= $2 AND producer <> '_ledger' GROUP BY 1, 2",
                 &[&first, &since],
             )
             .await

@@ -55,6 +55,7 @@ pub async fn list(
              FROM producers p \
              LEFT JOIN LATERAL (SELECT integrated_time FROM ledger_entries e WHERE e.producer = p.producer ORDER BY idx DESC LIMIT 1) le ON true \
              LEFT JOIN LATERAL (SELECT received_at FROM dlq_items d WHERE d.producer = p.producer ORDER BY id DESC LIMIT 1) ld ON true \
+             WHERE p.producer <> '_ledger' \
              ORDER BY p.producer LIMIT 10000",
             &[],
         )

@@ -3,7 +3,8 @@
 //! only much faster. It is how tests and benchmarks get ledgers of millions of entries.
 //!
 //! Rows are those of `writer/src/batch.rs` + `writer/src/store.rs`: a genesis block if the
-//! log is empty; one block and signed checkpoint per `block_size` entries; the tiles
+//! log is empty; a block of the pending key events (the synthetic producers' and keys'
+//! registrations, unless [`SynthOptions::key_events`] is off); one block and signed checkpoint per `block_size` entries; the tiles
 //! [`TileAppender::append`] returns for each block (full tiles and the partial right edge);
 //! `ledger_subjects` rows for the in-toto subjects; `warnings` `[]`; `keyid` of the signing
 //! key; `stream_seq` NULL (nothing came from JetStream). The loader continues whatever log
@@ -20,7 +21,8 @@ use ace_core::block::BlockHeader;
 use ace_core::checkpoint::{sign_checkpoint, Checkpoint, NoteError, NoteSigner};
 use ace_core::db::DbError;
 use ace_core::envelope::{envelope_sha256, Envelope, IN_TOTO_PAYLOAD_TYPE};
-use ace_core::ids::KeyId;
+use ace_core::ids::{KeyId, ProducerId};
+use ace_core::key_event::{KeyEvent, KEY_EVENT_PAYLOAD_TYPE};
 use ace_core::leaf::LeafRecord;
 use ace_core::merkle::{leaf_hash, Hash};
 use ace_core::tiles::{TileAppender, TileError, TileId};
@@ -63,6 +65,11 @@ pub struct SynthOptions {
     /// work in a bulk load, until migration V6 made them one check per statement; the
     /// rows satisfy them by construction. For benchmark loads.
     pub skip_foreign_key_checks: bool,
+    /// Append the pending key events (the producers' and keys' registrations) as a block
+    /// of `_ledger` entries before the synthetic ones, as the writer does. Off, they stay
+    /// pending (as before a writer's first batch) and the loader's entries start where the
+    /// log ended: for fixtures that address entries by position and never audit.
+    pub key_events: bool,
 }
 
 impl Default for SynthOptions {
@@ -74,6 +81,7 @@ impl Default for SynthOptions {
             seed: 1,
             entries_per_transaction: 50_000,
             skip_foreign_key_checks: false,
+            key_events: true,
         }
     }
 }
@@ -276,6 +284,13 @@ async fn load_locked(
         Some(s) => (s, false),
         None => (write_genesis(first, signer).await?, true),
     };
+    // The registrations' key events go in first, as the writer puts them before the
+    // entries their keys sign.
+    let state = if opts.key_events {
+        append_key_events(first, signer, state).await?
+    } else {
+        state
+    };
     let first_index = state.tiles.tree_size();
     // Losing the last transactions to a crash loses nothing a rerun cannot rebuild, and
     // not waiting for each WAL flush is much of the speed.
@@ -470,6 +485,136 @@ async fn write_genesis(c: &mut Client, signer: &NoteSigner) -> Result<LogState, 
         tiles: TileAppender::new(),
         last_block: header,
     })
+}
+
+/// Appends the key events not yet in the log as one block of `_ledger` entries, as the
+/// writer does (writer/src/batch.rs).
+async fn append_key_events(
+    c: &mut Client,
+    signer: &NoteSigner,
+    mut state: LogState,
+) -> Result<LogState, SynthError> {
+    let tx = c
+        .transaction()
+        .await
+        .map_err(DbError::query("starting the key events' transaction"))?;
+    let rows = tx
+        .query(
+            "SELECT id, kind, producer, keyid, at_ms, actor, detail FROM key_events \
+             WHERE id > (SELECT coalesce(max(event_id), 0) FROM key_event_entries) ORDER BY id",
+            &[],
+        )
+        .await
+        .map_err(DbError::query("reading pending key events"))?;
+    if rows.is_empty() {
+        return Ok(state);
+    }
+    let time = now_ms().max(state.last_block.sealed_at);
+    let first = state.tiles.tree_size();
+    let mut leaves = Vec::with_capacity(rows.len());
+    let mut entries = Vec::with_capacity(rows.len());
+    for (i, r) in rows.iter().enumerate() {
+        let id: i64 = r.get(0);
+        let ev = KeyEvent::from_row(
+            id,
+            r.get(1),
+            r.get(2),
+            r.get(3),
+            r.get(4),
+            r.get(5),
+            &r.get(6),
+        )
+        .map_err(|e| SynthError::Generator(format!("key_events row {id}: {e}")))?;
+        let env = ev.envelope(&[signer]);
+        let raw = env.to_json();
+        let index = first + i as u64;
+        let leaf = LeafRecord {
+            digest: env.digest().as_str().to_owned(),
+            envelope_sha256: envelope_sha256(&raw),
+            index,
+            integrated_time: time,
+            producer: ProducerId::LEDGER.to_owned(),
+        }
+        .to_bytes();
+        leaves.push(leaf_hash(&leaf));
+        let keyid = env
+            .signatures
+            .first()
+            .map(|s| s.keyid.clone())
+            .unwrap_or_default();
+        entries.push((
+            id,
+            index as i64,
+            env.digest().as_str().to_owned(),
+            raw,
+            leaf,
+            keyid,
+        ));
+    }
+    let tiles = state.tiles.append(&leaves)?;
+    let header = state
+        .last_block
+        .next(state.tiles.tree_size(), state.tiles.root(), time);
+    let checkpoint = checkpoint_for(&header, signer)?;
+    tx.execute(
+        "INSERT INTO ledger_blocks (height, first_index, tree_size, root_hash, block_hash, prev_block_hash, sealed_at, checkpoint) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[
+            &(header.height as i64),
+            &(header.first_index as i64),
+            &(header.tree_size as i64),
+            &header.root_hash.as_slice(),
+            &header.block_hash().as_slice(),
+            &header.prev_block_hash.as_slice(),
+            &header.sealed_at,
+            &checkpoint,
+        ],
+    )
+    .await
+    .map_err(DbError::query("inserting the key events' block"))?;
+    for (id, index, digest, raw, leaf, keyid) in &entries {
+        tx.execute(
+            "INSERT INTO ledger_entries (idx, digest, producer, envelope, leaf, integrated_time, block_height, payload_type, keyid) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[
+                index,
+                digest,
+                &ProducerId::LEDGER,
+                raw,
+                leaf,
+                &time,
+                &(header.height as i64),
+                &KEY_EVENT_PAYLOAD_TYPE,
+                keyid,
+            ],
+        )
+        .await
+        .map_err(DbError::query("inserting a key event entry"))?;
+        tx.execute(
+            "INSERT INTO key_event_entries (event_id, idx) VALUES ($1, $2)",
+            &[id, index],
+        )
+        .await
+        .map_err(DbError::query("recording a key event's entry"))?;
+    }
+    for (id, hashes) in tiles {
+        tx.execute(
+            "INSERT INTO ledger_tiles (level, idx, width, hashes) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            &[
+                &i16::from(id.level),
+                &(id.index as i64),
+                &(id.width as i16),
+                &ace_core::tiles::tile_to_bytes(&hashes),
+            ],
+        )
+        .await
+        .map_err(DbError::query("inserting the key events' tiles"))?;
+    }
+    tx.commit()
+        .await
+        .map_err(DbError::query("committing the key events"))?;
+    state.last_block = header;
+    Ok(state)
 }
 
 /// One transaction's rows: blocks (checkpoints are signed by the writing side, which holds

@@ -288,7 +288,8 @@ async fn write(
     assert_eq!(latest.as_ref(), Some(&state.last_block));
     let existing = store::existing(&tx, &digests).await.expect("dedupe");
     let now = chrono::Utc::now().timestamp_millis();
-    let plan = batch::plan(state, msgs, verdicts, &existing, now, signer).expect("plan");
+    let plan =
+        batch::plan(state, msgs, verdicts, &existing, now, &[signer], Vec::new()).expect("plan");
     assert_eq!(plan.entries.len(), BATCH, "every envelope appended");
     store::write_plan(
         &tx,
@@ -351,7 +352,8 @@ async fn bench() {
         .expect("key");
     }
     let signer = NoteSigner::generate("bench.example/policy").expect("ledger key");
-    let genesis = batch::genesis(chrono::Utc::now().timestamp_millis(), &signer).expect("genesis");
+    let genesis =
+        batch::genesis(chrono::Utc::now().timestamp_millis(), &[&signer]).expect("genesis");
     store::ensure_genesis(&mut c, &genesis)
         .await
         .expect("genesis");

@@ -8,6 +8,8 @@ use ace_core::ack::{Ack, AckStatus};
 use ace_core::block::BlockHeader;
 use ace_core::checkpoint::{sign_checkpoint, Checkpoint, NoteError, NoteSigner};
 use ace_core::envelope::envelope_sha256;
+use ace_core::ids::ProducerId;
+use ace_core::key_event::KEY_EVENT_PAYLOAD_TYPE;
 use ace_core::leaf::LeafRecord;
 use ace_core::merkle::Hash;
 use ace_core::rejection::Rejection;
@@ -58,9 +60,37 @@ pub struct NewEntry {
     pub payload_type: String,
     pub predicate_type: Option<String>,
     pub keyid: String,
-    pub stream_seq: u64,
+    /// None for the entries the ledger appends itself.
+    pub stream_seq: Option<u64>,
     pub warnings: Vec<String>,
     pub subjects: Vec<Subject>,
+    /// The key event this entry records (producer `_ledger`).
+    pub key_event: Option<u64>,
+}
+
+/// A key event to append, signed by the ledger's keys.
+#[derive(Debug, Clone)]
+pub struct LedgerEntry {
+    pub event: u64,
+    pub envelope: Bytes,
+    pub digest: String,
+    pub keyid: String,
+}
+
+impl LedgerEntry {
+    pub fn new(event: &ace_core::key_event::KeyEvent, signers: &[&NoteSigner]) -> LedgerEntry {
+        let env = event.envelope(signers);
+        LedgerEntry {
+            event: event.event,
+            digest: env.digest().as_str().to_owned(),
+            keyid: env
+                .signatures
+                .first()
+                .map(|s| s.keyid.clone())
+                .unwrap_or_default(),
+            envelope: Bytes::from(env.to_json()),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -97,13 +127,15 @@ pub struct Plan {
 
 /// Plan a batch. `messages[i]` has verdict `verdicts[i]`; `existing` maps digests already
 /// in the log to their entries; `now_ms` becomes the integrated time of every new entry.
+/// `ledger` (key events) goes first, so that a key's registration precedes its use.
 pub fn plan(
     state: &LogState,
     messages: &[Incoming],
     verdicts: Vec<Verdict>,
     existing: &HashMap<String, ExistingEntry>,
     now_ms: i64,
-    signer: &NoteSigner,
+    signers: &[&NoteSigner],
+    ledger: Vec<LedgerEntry>,
 ) -> Result<Plan, PlanError> {
     let mut next = state.clone();
     // Time never runs backwards in the log, whatever the clock does.
@@ -115,6 +147,32 @@ pub fn plan(
     let mut in_batch: HashMap<String, (u64, u64)> = HashMap::new();
     let mut dlq = Vec::new();
     let mut acks = Vec::with_capacity(messages.len());
+
+    for l in ledger {
+        let index = first_index + entries.len() as u64;
+        let leaf = LeafRecord {
+            digest: l.digest.clone(),
+            envelope_sha256: envelope_sha256(&l.envelope),
+            index,
+            integrated_time: now_ms,
+            producer: ProducerId::LEDGER.to_owned(),
+        };
+        entries.push(NewEntry {
+            index,
+            digest: l.digest,
+            producer: ProducerId::LEDGER.to_owned(),
+            envelope: l.envelope,
+            leaf: leaf.to_bytes(),
+            integrated_time: now_ms,
+            payload_type: KEY_EVENT_PAYLOAD_TYPE.to_owned(),
+            predicate_type: None,
+            keyid: l.keyid,
+            stream_seq: None,
+            warnings: Vec::new(),
+            subjects: Vec::new(),
+            key_event: Some(l.event),
+        });
+    }
 
     for (msg, verdict) in messages.iter().zip(verdicts) {
         let producer = verdict.producer().to_string();
@@ -213,9 +271,10 @@ pub fn plan(
                     payload_type: a.payload_type,
                     predicate_type: a.predicate_type,
                     keyid: a.keyid.as_str().to_string(),
-                    stream_seq: msg.stream_seq,
+                    stream_seq: Some(msg.stream_seq),
                     warnings: a.warnings,
                     subjects: a.subjects,
+                    key_event: None,
                 });
             }
         }
@@ -234,12 +293,12 @@ pub fn plan(
             .next(next.tiles.tree_size(), next.tiles.root(), now_ms);
         let checkpoint = sign_checkpoint(
             &Checkpoint {
-                origin: signer.name().to_string(),
+                origin: origin(signers),
                 tree_size: header.tree_size,
                 root_hash: header.root_hash,
                 extensions: vec![],
             },
-            &[signer],
+            signers,
         )?;
         next.last_block = header;
         (
@@ -262,22 +321,30 @@ pub fn plan(
 }
 
 /// The genesis block: tree size 0, signed like every other.
-pub fn genesis(now_ms: i64, signer: &NoteSigner) -> Result<SealedBlock, NoteError> {
+pub fn genesis(now_ms: i64, signers: &[&NoteSigner]) -> Result<SealedBlock, NoteError> {
     let header = BlockHeader::genesis(now_ms);
     let checkpoint = sign_checkpoint(
         &Checkpoint {
-            origin: signer.name().to_string(),
+            origin: origin(signers),
             tree_size: 0,
             root_hash: header.root_hash,
             extensions: vec![],
         },
-        &[signer],
+        signers,
     )?;
     Ok(SealedBlock {
         block_hash: header.block_hash(),
         header,
         checkpoint,
     })
+}
+
+/// The origin line: every ledger key bears the log's name (checked when they are loaded).
+fn origin(signers: &[&NoteSigner]) -> String {
+    signers
+        .first()
+        .map(|s| s.name().to_string())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -333,7 +400,16 @@ mod tests {
         existing: &HashMap<String, ExistingEntry>,
     ) -> Plan {
         let (msgs, verdicts): (Vec<_>, Vec<_>) = items.into_iter().unzip();
-        plan(state, &msgs, verdicts, existing, 2_000, &signer()).unwrap()
+        plan(
+            state,
+            &msgs,
+            verdicts,
+            existing,
+            2_000,
+            &[&signer()],
+            Vec::new(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -460,7 +536,16 @@ mod tests {
         );
         let (msgs, verdicts): (Vec<_>, Vec<_>) = (3..6).map(|n| admitted(n, n as u64)).unzip();
         // A clock that went backwards.
-        let p2 = plan(&p1.state, &msgs, verdicts, &HashMap::new(), 500, &signer()).unwrap();
+        let p2 = plan(
+            &p1.state,
+            &msgs,
+            verdicts,
+            &HashMap::new(),
+            500,
+            &[&signer()],
+            Vec::new(),
+        )
+        .unwrap();
         let b2 = p2.block.unwrap().header;
         assert_eq!((b2.height, b2.first_index, b2.tree_size), (2, 3, 6));
         assert_eq!(b2.prev_block_hash, p1.block.unwrap().header.block_hash());

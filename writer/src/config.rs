@@ -25,6 +25,11 @@ pub struct Config {
     pub log_origin: Option<String>,
     /// `ACE_LEDGER_KEY_FILE`: the ledger's note signing key (required).
     pub ledger_key_file: PathBuf,
+    /// `ACE_LEDGER_EXTRA_KEY_FILES` (comma list), default none: more ledger keys, with the
+    /// same name, that also sign every checkpoint and key event. Set during a ledger key
+    /// rotation's overlap, so that verifiers holding either key verify every checkpoint
+    /// (docs/security.md, "Rotating the ledger key").
+    pub ledger_extra_key_files: Vec<PathBuf>,
     /// `ACE_WRITER_LISTEN`, default `127.0.0.1:9101` (health and metrics).
     pub listen: SocketAddr,
     /// `ACE_BATCH_MAX_ENTRIES`, default 1000: a batch is cut at this many messages…
@@ -72,6 +77,7 @@ impl Config {
             prefix: "ace".into(),
             log_origin: None,
             ledger_key_file,
+            ledger_extra_key_files: Vec::new(),
             listen: SocketAddr::from(([127, 0, 0, 1], 9101)),
             batch_max_entries: 1000,
             batch_max_delay: Duration::from_millis(50),
@@ -124,6 +130,11 @@ impl Config {
             nats_nkey_file: env.get("ACE_NATS_NKEY_FILE")?,
             prefix: env.string("ACE_PREFIX", &d.prefix)?,
             log_origin: env.get("ACE_LOG_ORIGIN")?,
+            ledger_extra_key_files: env
+                .list("ACE_LEDGER_EXTRA_KEY_FILES", &[])?
+                .into_iter()
+                .map(PathBuf::from)
+                .collect(),
             listen: env.parse("ACE_WRITER_LISTEN", d.listen)?,
             batch_max_entries: env.parse("ACE_BATCH_MAX_ENTRIES", d.batch_max_entries)?,
             batch_max_delay: ms("ACE_BATCH_MAX_DELAY_MS", d.batch_max_delay)?,

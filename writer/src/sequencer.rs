@@ -130,6 +130,18 @@ const REQUIRED: &[TablePrivilege] = &[
         table: "dlq_items",
         privilege: "INSERT",
     },
+    TablePrivilege {
+        table: "key_events",
+        privilege: "SELECT",
+    },
+    TablePrivilege {
+        table: "key_event_entries",
+        privilege: "SELECT",
+    },
+    TablePrivilege {
+        table: "key_event_entries",
+        privilege: "INSERT",
+    },
 ];
 
 fn forbidden() -> Vec<TablePrivilege> {
@@ -204,27 +216,47 @@ impl Backoff {
     }
 }
 
-fn load_signer(cfg: &Config) -> Result<NoteSigner, WriterError> {
-    let path = cfg.ledger_key_file.display().to_string();
-    let text =
-        std::fs::read_to_string(&cfg.ledger_key_file).map_err(|e| WriterError::LedgerKey {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-    let signer = NoteSigner::parse_key_file(text.trim()).map_err(|e| WriterError::LedgerKey {
-        path: path.clone(),
+fn load_key(path: &std::path::Path, origin: Option<&str>) -> Result<NoteSigner, WriterError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| WriterError::LedgerKey {
+        path: shown.clone(),
         reason: e.to_string(),
     })?;
-    if let Some(origin) = &cfg.log_origin {
+    let signer = NoteSigner::parse_key_file(text.trim()).map_err(|e| WriterError::LedgerKey {
+        path: shown.clone(),
+        reason: e.to_string(),
+    })?;
+    if let Some(origin) = origin {
         if origin != signer.name() {
             return Err(WriterError::OriginMismatch {
-                origin: origin.clone(),
+                origin: origin.to_owned(),
                 key_name: signer.name().to_string(),
-                path,
+                path: shown,
             });
         }
     }
     Ok(signer)
+}
+
+/// The ledger key, then the extra keys of a rotation's overlap: all must bear the log's
+/// name (the origin), since every checkpoint is one note signed by each.
+fn load_signers(cfg: &Config) -> Result<Vec<NoteSigner>, WriterError> {
+    let first = load_key(&cfg.ledger_key_file, cfg.log_origin.as_deref())?;
+    let origin = first.name().to_owned();
+    let mut signers = vec![first];
+    for path in &cfg.ledger_extra_key_files {
+        let s = load_key(path, Some(&origin))?;
+        if signers.iter().any(|k| k.key_hash() == s.key_hash()) {
+            return Err(WriterError::LedgerKey {
+                path: path.display().to_string(),
+                reason:
+                    "the same key is given twice (ACE_LEDGER_KEY_FILE, ACE_LEDGER_EXTRA_KEY_FILES)"
+                        .into(),
+            });
+        }
+        signers.push(s);
+    }
+    Ok(signers)
 }
 
 struct Writer {
@@ -261,6 +293,9 @@ struct Prepared {
     /// The policy snapshot that decided this batch.
     policy: Arc<Policy>,
     now_ms: i64,
+    /// The last key event in the registry snapshot that decided the batch: every event
+    /// up to it goes into the log before the batch's entries.
+    last_key_event: u64,
     taken: Instant,
     registry_read: Duration,
     decided: Duration,
@@ -283,7 +318,8 @@ enum Next {
 /// JetStream acks and producers' acks, sent in the background so that the next batch's
 /// transaction does not wait for them.
 struct Committer {
-    signer: NoteSigner,
+    /// The ledger key first, then the extra keys of a rotation; each signs every note.
+    signers: Vec<NoteSigner>,
     metrics: Arc<Metrics>,
     names: Names,
     js: jetstream::Context,
@@ -304,7 +340,8 @@ const SETTLING_MAX: usize = 2;
 /// Run the writer until `shutdown` turns true. A batch in flight when it does is finished
 /// (committed and acked) or, if it cannot be, abandoned uncommitted for redelivery.
 pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<(), WriterError> {
-    let signer = load_signer(&cfg)?;
+    let signers = load_signers(&cfg)?;
+    let signer = &signers[0];
     let names = Names::new(&cfg.prefix)?;
     let metrics = Arc::new(Metrics::new()?);
     let status = Arc::new(Status::default());
@@ -387,7 +424,7 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<(),
             limiter: RateLimiter::new(),
         },
         committer: Committer {
-            signer,
+            signers,
             metrics: metrics.clone(),
             names,
             js,
@@ -536,12 +573,12 @@ impl Writer {
         pg: &mut Client,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), BatchError> {
-        let signer = &self.committer.signer;
+        let signers: Vec<&NoteSigner> = self.committer.signers.iter().collect();
         let load = async {
             match store::load_state(&*pg).await? {
                 Some(s) => Ok(s),
                 None => {
-                    let genesis = batch::genesis(now_ms(), signer)?;
+                    let genesis = batch::genesis(now_ms(), &signers)?;
                     store::ensure_genesis(pg, &genesis).await?;
                     store::load_state(&*pg).await?.ok_or_else(|| {
                         BatchError::Fatal("genesis block missing after writing it".into())
@@ -561,9 +598,9 @@ impl Writer {
         );
         // Producers and keys are read on their own connection so that the next batch can
         // be decided while this one's transaction holds the lock's connection.
-        let reads =
+        let mut reads =
             db::connect_guarded(self.cfg.database_url.expose(), self.cfg.db_timeout).await?;
-        let outcome = self.pipeline(pg, &reads, &mut state, shutdown).await;
+        let outcome = self.pipeline(pg, &mut reads, &mut state, shutdown).await;
         self.committer.settled().await;
         outcome
     }
@@ -571,7 +608,7 @@ impl Writer {
     async fn pipeline(
         &mut self,
         pg: &mut Client,
-        reads: &Client,
+        reads: &mut Client,
         state: &mut LogState,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), BatchError> {
@@ -706,7 +743,7 @@ impl Decider {
     async fn next(
         &mut self,
         stream: &mut PullStream,
-        reads: &Client,
+        reads: &mut Client,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Next {
         let msgs = tokio::select! {
@@ -716,7 +753,23 @@ impl Decider {
         };
         match msgs {
             Err(e) => Next::Nats(e),
-            Ok(msgs) if msgs.is_empty() => Next::Idle,
+            // An idle intake still carries the registry's changes into the log.
+            Ok(msgs) if msgs.is_empty() => {
+                let pending = within(self.db_timeout, "looking for pending key events", async {
+                    store::has_pending_key_events(&*reads)
+                        .await
+                        .map_err(BatchError::from)
+                })
+                .await;
+                match pending {
+                    Ok(false) => Next::Idle,
+                    Ok(true) => match self.decide(reads, &[]).await {
+                        Ok(p) => Next::Ready(Box::new(p)),
+                        Err(e) => Next::Failed(Vec::new(), e),
+                    },
+                    Err(e) => Next::Failed(Vec::new(), e),
+                }
+            }
             Ok(msgs) => {
                 tracing::debug!(messages = msgs.len(), "batch fetched");
                 crashpoint::reached(Point::Fetched);
@@ -730,7 +783,7 @@ impl Decider {
 
     async fn decide(
         &mut self,
-        reads: &Client,
+        reads: &mut Client,
         msgs: &[jetstream::Message],
     ) -> Result<Prepared, BatchError> {
         let taken = Instant::now();
@@ -748,17 +801,29 @@ impl Decider {
                 .map_err(|e| BatchError::Fatal(format!("parse task: {e}")))?;
         crashpoint::reached(Point::Parsed);
         let (producers, keyids) = verify::registry_needs(&parsed);
-        let (producers, keys) = within(self.db_timeout, "reading producers and keys", async {
-            futures::try_join!(
-                db::load_producers(reads, &producers),
-                db::load_keys(reads, &keyids)
-            )
-            .map_err(BatchError::from)
-        })
-        .await?;
+        // The registry as of the database clock, read under the keys lock: that time is
+        // the batch's integrated time, so the auditor, replaying the log's key events at
+        // it, judges every entry as the writer did.
+        let (clock, producers, keys) =
+            within(self.db_timeout, "reading producers and keys", async {
+                let tx = reads
+                    .transaction()
+                    .await
+                    .map_err(DbError::query("starting the registry read"))?;
+                let clock = db::registry_clock(&tx).await?;
+                let (producers, keys) = futures::try_join!(
+                    db::load_producers(&tx, &producers),
+                    db::load_keys(&tx, &keyids)
+                )?;
+                tx.commit()
+                    .await
+                    .map_err(DbError::query("ending the registry read"))?;
+                Ok::<_, BatchError>((clock, producers, keys))
+            })
+            .await?;
         let registry = Registry { producers, keys };
         let registry_read = taken.elapsed();
-        let now = now_ms();
+        let now = clock.now_ms;
         let snapshot = policy.clone();
         let decided = tokio::task::spawn_blocking(move || {
             verify::decide_all(parsed, &registry, &snapshot, now)
@@ -773,6 +838,7 @@ impl Decider {
             tally,
             policy,
             now_ms: now,
+            last_key_event: clock.last_event,
             taken,
             registry_read,
             decided: taken.elapsed(),
@@ -839,6 +905,16 @@ impl Committer {
             )));
         }
         let existing = store::existing(&tx, &digests).await?;
+        let signers: Vec<&NoteSigner> = self.signers.iter().collect();
+        let ledger: Vec<batch::LedgerEntry> = store::pending_key_events(&tx, p.last_key_event)
+            .await?
+            .iter()
+            .map(|ev| batch::LedgerEntry::new(ev, &signers))
+            .collect();
+        let key_events = ledger.len();
+        if key_events > 0 {
+            tracing::info!(key_events, "appending key events to the log");
+        }
         // The integrated time is the time the keys and the policy were judged at, so
         // that an auditor re-checking key validity at that time agrees with the writer.
         let plan = batch::plan(
@@ -847,7 +923,8 @@ impl Committer {
             std::mem::take(&mut p.verdicts),
             &existing,
             p.now_ms,
-            &self.signer,
+            &signers,
+            ledger,
         )?;
         let policy = &p.policy;
         let record =

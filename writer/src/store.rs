@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use ace_core::db::{stored_u64, DbError};
+use ace_core::key_event::KeyEvent;
 use ace_core::tiles;
 use futures::pin_mut;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -55,6 +56,51 @@ pub async fn ensure_genesis(c: &mut Client, genesis: &SealedBlock) -> Result<(),
     tx.commit()
         .await
         .map_err(DbError::query("committing genesis"))
+}
+
+/// Key events not yet in the log, up to `upto` (the last one the batch's registry
+/// snapshot saw), in order.
+pub async fn pending_key_events<C: GenericClient>(
+    c: &C,
+    upto: u64,
+) -> Result<Vec<KeyEvent>, DbError> {
+    let rows = c
+        .query(
+            "SELECT id, kind, producer, keyid, at_ms, actor, detail FROM key_events \
+             WHERE id > (SELECT coalesce(max(event_id), 0) FROM key_event_entries) AND id <= $1 \
+             ORDER BY id",
+            &[&(upto as i64)],
+        )
+        .await
+        .map_err(DbError::query("reading pending key events"))?;
+    rows.iter()
+        .map(|r| {
+            let id: i64 = r.get(0);
+            KeyEvent::from_row(
+                id,
+                r.get(1),
+                r.get(2),
+                r.get(3),
+                r.get(4),
+                r.get(5),
+                &r.get::<_, serde_json::Value>(6),
+            )
+            .map_err(|e| DbError::Corrupt(format!("key_events row {id}: {e}")))
+        })
+        .collect()
+}
+
+/// Whether some key event is not in the log yet.
+pub async fn has_pending_key_events<C: GenericClient>(c: &C) -> Result<bool, DbError> {
+    let row = c
+        .query_one(
+            "SELECT (SELECT coalesce(max(id), 0) FROM key_events) \
+                  > (SELECT coalesce(max(event_id), 0) FROM key_event_entries)",
+            &[],
+        )
+        .await
+        .map_err(DbError::query("looking for pending key events"))?;
+    Ok(row.get(0))
 }
 
 /// Entries already in the log among `digests`.
@@ -110,6 +156,19 @@ pub async fn write_plan(
             .map_err(DbError::query("recording the policy version"))?;
         }
         copy_entries(tx, plan, block.header.height as i64, policy.version).await?;
+        let (events, idxs): (Vec<i64>, Vec<i64>) = plan
+            .entries
+            .iter()
+            .filter_map(|e| e.key_event.map(|ev| (ev as i64, e.index as i64)))
+            .unzip();
+        if !events.is_empty() {
+            tx.execute(
+                "INSERT INTO key_event_entries (event_id, idx) SELECT * FROM unnest($1::bigint[], $2::bigint[])",
+                &[&events, &idxs],
+            )
+            .await
+            .map_err(DbError::query("recording where the key events are in the log"))?;
+        }
         let mut t_level = Vec::with_capacity(plan.tiles.len());
         let mut t_idx = Vec::with_capacity(plan.tiles.len());
         let mut t_width = Vec::with_capacity(plan.tiles.len());
@@ -205,8 +264,10 @@ async fn copy_entries(
     pin_mut!(writer);
     for e in &plan.entries {
         let idx = e.index as i64;
-        let seq = e.stream_seq as i64;
+        let seq = e.stream_seq.map(|s| s as i64);
         let warnings = serde_json::json!(e.warnings);
+        // The ledger's own entries are not judged by the admission policy.
+        let version = e.key_event.is_none().then_some(policy_version);
         let row: [&(dyn ToSql + Sync); 13] = [
             &idx,
             &e.digest.as_str(),
@@ -220,7 +281,7 @@ async fn copy_entries(
             &e.keyid.as_str(),
             &seq,
             &warnings,
-            &policy_version,
+            &version,
         ];
         writer
             .as_mut()

@@ -77,6 +77,7 @@ async fn main() -> Result<()> {
         seed: args.seed,
         entries_per_transaction: args.entries_per_transaction,
         skip_foreign_key_checks: args.skip_fk_checks,
+        key_events: true,
     };
     let mut last_report = Instant::now();
     let report = load_with_progress(&mut clients, &signer, &opts, |p| {

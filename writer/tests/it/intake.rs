@@ -94,7 +94,8 @@ async fn thousand_envelopes_from_three_producers_make_a_verified_log() {
             format!("ace_writer_envelopes_total{{outcome=\"accepted\",producer=\"{p}\"}} {n}");
         assert!(metrics.contains(&line), "missing {line:?} in\n{metrics}");
     }
-    assert!(metrics.contains("ace_writer_tree_size 1000"), "{metrics}");
+    // The 1000 envelopes and the key events of three producers and their keys.
+    assert!(metrics.contains("ace_writer_tree_size 1006"), "{metrics}");
     assert!(
         metrics.contains("ace_writer_publish_to_commit_seconds_count{producer=\"alpha\"} 334"),
         "{metrics}"

@@ -6,6 +6,7 @@ mod dedupe;
 mod diskfull;
 mod hostile;
 mod intake;
+mod keys;
 mod leader;
 mod natskill;
 mod outage;

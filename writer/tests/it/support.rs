@@ -367,12 +367,16 @@ pub async fn collect_acks(
     out
 }
 
-/// Wait until the log holds `n` entries.
+/// Wait until the log holds `n` entries of producers (the ledger's own key events are not
+/// counted).
 pub async fn wait_for_entries(c: &tokio_postgres::Client, n: i64, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
         let have: i64 = c
-            .query_one("SELECT count(*) FROM ledger_entries", &[])
+            .query_one(
+                "SELECT count(*) FROM ledger_entries WHERE producer <> '_ledger'",
+                &[],
+            )
             .await
             .map(|r| r.get(0))
             .unwrap_or(-1);
@@ -407,6 +411,26 @@ pub const POSTGRES_FAULTS: &str = "ace_writer_transient_errors_total{component=\
 /// versions and the operator trail. acectl is found beside the writer binary (a
 /// workspace test build makes both).
 pub fn full_audit(l: &Ledger) -> String {
+    let (ok, text) = audit(l);
+    assert!(ok, "acectl audit failed:\n{text}");
+    text
+}
+
+/// `acectl audit` as ace_reader: (passed, stdout and stderr).
+pub fn audit(l: &Ledger) -> (bool, String) {
+    acectl(&[
+        "audit",
+        "--database-url",
+        &l.db.url("ace_reader"),
+        "--ledger-key",
+        &l.signer.verifier_key(),
+        "--progress-secs",
+        "0",
+    ])
+}
+
+/// Runs acectl (found beside the writer binary): (succeeded, stdout and stderr).
+pub fn acectl(args: &[&str]) -> (bool, String) {
     let acectl = std::path::Path::new(env!("CARGO_BIN_EXE_ace-writer")).with_file_name("acectl");
     assert!(
         acectl.exists(),
@@ -414,22 +438,14 @@ pub fn full_audit(l: &Ledger) -> String {
         acectl.display()
     );
     let out = Command::new(&acectl)
-        .args([
-            "audit",
-            "--database-url",
-            &l.db.url("ace_reader"),
-            "--ledger-key",
-            &l.signer.verifier_key(),
-            "--progress-secs",
-            "0",
-        ])
+        .args(args)
+        .env("ACE_ACTOR", "test-operator")
         .output()
-        .expect("running acectl audit");
+        .expect("running acectl");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "acectl audit failed:\n{text}");
-    text
+    (out.status.success(), text)
 }
