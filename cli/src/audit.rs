@@ -509,7 +509,7 @@ pub async fn audit(args: &AuditArgs) -> Result<Result<Summary, Box<Mismatch>>, A
     // it is now (the reader may be ahead of the snapshot).
     let _ = main.batch_execute("COMMIT").await;
     if let Some(reader) = &reader {
-        match check_reader(reader, &main, &auditor.verifiers).await {
+        match check_reader(reader, &main, &auditor.verifiers, &ledger_keys).await {
             Ok(Ok(line)) => summary.reader = Some(line),
             Ok(Err(m)) => return Ok(Err(m)),
             Err(e) => return Err(e.or_db(&target)),
@@ -1589,6 +1589,7 @@ async fn check_reader(
     reader: &crate::http::Reader,
     main: &Client,
     verifiers: &[NoteVerifier],
+    keys: &crate::key_events::LedgerKeys,
 ) -> Result<Result<String, Box<Mismatch>>, ReaderError> {
     let url = reader.url("/v1/checkpoint");
     let body = reader.get_ok("/v1/checkpoint").await.map_err(|e| {
@@ -1647,8 +1648,21 @@ async fn check_reader(
             format!("{:?} (served)", String::from_utf8_lossy(&body)),
         )));
     }
+    let keys_url = reader.url("/v1/keys");
+    let served = reader.get_json("/v1/keys").await.map_err(|e| {
+        ReaderError::CannotRun(AuditError::Reader {
+            url: keys_url.clone(),
+            reason: e.to_string(),
+        })
+    })?;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let checked = match crate::key_events::check_served_keys(&served, keys, &keys_url, now_ms) {
+        Ok(n) => n,
+        Err(m) => return Ok(Err(m)),
+    };
     Ok(Ok(format!(
-        "GET {url}: checkpoint at tree size {} opens with the key and is block {height}'s",
+        "GET {url}: checkpoint at tree size {} opens with the key and is block {height}'s; \
+         GET {keys_url}: the {checked} keys the log's key events register are served as they describe",
         cp.tree_size
     )))
 }

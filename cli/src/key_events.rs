@@ -461,3 +461,71 @@ pub async fn check_registry(
         pending,
     }))
 }
+
+/// Compares the reader's `/v1/keys` with the log's key events. The reader answers after the
+/// audit's snapshot, so it may know newer keys and newer changes; what it may not do is
+/// differ on what cannot change any more: a key's producer, public key and start, a
+/// revocation, an end of validity already past.
+pub fn check_served_keys(
+    served: &serde_json::Value,
+    keys: &LedgerKeys,
+    url: &str,
+    now_ms: i64,
+) -> Result<usize, Box<Mismatch>> {
+    let loc = || Location::Reader(url.to_owned());
+    let list = served
+        .get("producers")
+        .and_then(|p| p.as_array())
+        .ok_or_else(|| {
+            mismatch(
+                loc(),
+                "/v1/keys is not the documented shape",
+                "{\"ledger\": [...], \"producers\": [...]}",
+                served.to_string(),
+            )
+        })?;
+    let by_id: HashMap<&str, &serde_json::Value> = list
+        .iter()
+        .filter_map(|k| k.get("keyid").and_then(|v| v.as_str()).map(|id| (id, k)))
+        .collect();
+    let text =
+        |v: &serde_json::Value, f: &str| v.get(f).and_then(|x| x.as_str()).map(str::to_owned);
+    let mut checked = 0;
+    let mut ids: Vec<&String> = keys.history.keys.keys().collect();
+    ids.sort();
+    for keyid in ids {
+        let k = &keys.history.keys[keyid];
+        let Some(s) = by_id.get(keyid.as_str()) else {
+            return Err(mismatch(
+                loc(),
+                format!("/v1/keys does not list key {keyid}, which the log's key events register"),
+                format!("key {keyid} of {}", k.key.producer),
+                "absent",
+            ));
+        };
+        let mut expected = vec![
+            ("producer", Some(k.key.producer.clone())),
+            ("public_key", Some(hex::encode(k.key.public_key.as_bytes()))),
+            ("valid_from", Some(rfc3339_ms(k.key.valid_from_ms))),
+        ];
+        if let Some(r) = k.key.revoked_at_ms {
+            expected.push(("revoked_at", Some(rfc3339_ms(r))));
+        }
+        if let Some(u) = k.key.valid_until_ms.filter(|u| *u <= now_ms) {
+            expected.push(("valid_until", Some(rfc3339_ms(u))));
+        }
+        for (field, want) in expected {
+            let got = text(s, field);
+            if got != want {
+                return Err(mismatch(
+                    loc(),
+                    format!("/v1/keys serves key {keyid} with a {field} the log's key events do not give"),
+                    format!("{want:?}"),
+                    format!("{got:?}"),
+                ));
+            }
+        }
+        checked += 1;
+    }
+    Ok(checked)
+}

@@ -376,20 +376,53 @@ async fn settings_and_servers_that_stop_the_audit_exit_2_and_are_named() {
 
 /// Serves `body` with `status` at `/v1/checkpoint` on a free local port; returns the base URL.
 async fn fake_reader(status: u16, body: String) -> String {
+    fake_reader_with_keys(
+        status,
+        body,
+        serde_json::json!({"ledger": [], "producers": []}),
+    )
+    .await
+}
+
+/// GET `path` from `base` (plain HTTP/1.0) and parse the body as JSON.
+async fn http_get_json(base: &str, path: &str) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (_, body) = text.split_once("\r\n\r\n").unwrap();
+    serde_json::from_str(body).unwrap()
+}
+
+/// A reader serving `body` as its checkpoint and `keys` as its `/v1/keys`.
+async fn fake_reader_with_keys(status: u16, body: String, keys: serde_json::Value) -> String {
     use axum::routing::get;
-    let app = axum::Router::new().route(
-        "/v1/checkpoint",
-        get(move || {
-            let body = body.clone();
-            async move {
-                (
-                    axum::http::StatusCode::from_u16(status).unwrap(),
-                    [("content-type", "text/plain; charset=utf-8")],
-                    body,
-                )
-            }
-        }),
-    );
+    let app = axum::Router::new()
+        .route(
+            "/v1/checkpoint",
+            get(move || {
+                let body = body.clone();
+                async move {
+                    (
+                        axum::http::StatusCode::from_u16(status).unwrap(),
+                        [("content-type", "text/plain; charset=utf-8")],
+                        body,
+                    )
+                }
+            }),
+        )
+        .route(
+            "/v1/keys",
+            get(move || {
+                let keys = keys.clone();
+                async move { axum::Json(keys) }
+            }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -420,21 +453,7 @@ async fn the_readers_checkpoint_is_checked_against_the_stored_one() {
         .unwrap()
         .get(0);
 
-    // The latest and an older stored checkpoint both pass (a reader may lag).
-    for h in [latest, 7] {
-        let url = fake_reader(200, stored(h).await).await;
-        let o = audit_as(&db, "ace_reader", &["--reader", &format!("{url}/")]).await;
-        assert_eq!(o.status.code(), Some(0), "{}", show(&o));
-        assert!(
-            stdout(&o).contains(&format!(
-                "reader:     GET {url}/v1/checkpoint: checkpoint at tree size"
-            )),
-            "{}",
-            show(&o)
-        );
-    }
-
-    // The real reader on this database passes too.
+    // The real reader on this database passes.
     let cfg = ace_reader::Config {
         pool_size: 2,
         tile_cache_bytes: 0,
@@ -451,7 +470,56 @@ async fn the_readers_checkpoint_is_checked_against_the_stored_one() {
     tokio::spawn(ace_reader::serve(state, listener, rx));
     let o = audit_as(&db, "ace_reader", &["--reader", &real]).await;
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(
+        stdout(&o).contains(
+            "/v1/keys: the 12 keys the log's key events register are served as they describe"
+        ),
+        "{}",
+        show(&o)
+    );
+    // What the reader serves as /v1/keys, for the fakes below.
+    let keys = http_get_json(&real, "/v1/keys").await;
     let _ = stop_reader.send(true);
+
+    // The latest and an older stored checkpoint both pass (a reader may lag).
+    for h in [latest, 7] {
+        let url = fake_reader_with_keys(200, stored(h).await, keys.clone()).await;
+        let o = audit_as(&db, "ace_reader", &["--reader", &format!("{url}/")]).await;
+        assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+        assert!(
+            stdout(&o).contains(&format!(
+                "reader:     GET {url}/v1/checkpoint: checkpoint at tree size"
+            )),
+            "{}",
+            show(&o)
+        );
+    }
+
+    // A reader whose /v1/keys hides a key the log registers, or serves one with another
+    // start of validity, is named.
+    let mut hidden = keys.clone();
+    let first = hidden["producers"].as_array_mut().unwrap().remove(0);
+    let keyid = first["keyid"].as_str().unwrap().to_owned();
+    let url = fake_reader_with_keys(200, stored(latest).await, hidden).await;
+    let o = audit_as(&db, "ace_reader", &["--reader", &url]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        stdout(&o).starts_with(&format!(
+            "audit FAILED at reader {url}/v1/keys: /v1/keys does not list key {keyid}"
+        )),
+        "{}",
+        show(&o)
+    );
+    let mut moved = keys.clone();
+    moved["producers"][0]["valid_from"] = "2001-01-01T00:00:00.000Z".into();
+    let url = fake_reader_with_keys(200, stored(latest).await, moved).await;
+    let o = audit_as(&db, "ace_reader", &["--reader", &url]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        stdout(&o).contains("with a valid_from the log's key events do not give"),
+        "{}",
+        show(&o)
+    );
 
     // A checkpoint signed by the right key for a tree size that is no block's.
     let s = signer();

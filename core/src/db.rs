@@ -695,7 +695,9 @@ pub async fn registry_clock(
     })
 }
 
-/// Registered keys among `keyids` (of any producer).
+/// Registered keys among `keyids` (of any producer). Times are floored to the millisecond,
+/// as the key events (migration V9, `ace_ms`) and the reader floor them, so that the writer
+/// and an auditor compare the same numbers.
 pub async fn load_keys<C: GenericClient>(
     client: &C,
     keyids: &[String],
@@ -703,9 +705,9 @@ pub async fn load_keys<C: GenericClient>(
     let rows = client
         .query(
             "SELECT keyid, producer, public_key, \
-                    (extract(epoch FROM valid_from) * 1000)::bigint, \
-                    (extract(epoch FROM valid_until) * 1000)::bigint, \
-                    (extract(epoch FROM revoked_at) * 1000)::bigint \
+                    floor(extract(epoch FROM valid_from) * 1000)::bigint, \
+                    floor(extract(epoch FROM valid_until) * 1000)::bigint, \
+                    floor(extract(epoch FROM revoked_at) * 1000)::bigint \
              FROM producer_keys WHERE keyid = ANY($1)",
             &[&keyids],
         )

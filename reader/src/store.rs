@@ -359,9 +359,9 @@ pub async fn producer_keys(c: &Client) -> Result<Vec<ProducerKey>, DbError> {
         c,
         "reading producer keys",
         "SELECT producer, keyid, public_key, \
-                (extract(epoch FROM valid_from) * 1000)::bigint, \
-                (extract(epoch FROM valid_until) * 1000)::bigint, \
-                (extract(epoch FROM revoked_at) * 1000)::bigint \
+                floor(extract(epoch FROM valid_from) * 1000)::bigint, \
+                floor(extract(epoch FROM valid_until) * 1000)::bigint, \
+                floor(extract(epoch FROM revoked_at) * 1000)::bigint \
          FROM producer_keys ORDER BY producer, valid_from, keyid",
         &[],
     )
