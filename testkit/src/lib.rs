@@ -4,6 +4,7 @@
 //! ([`synth`], also the `ace-synth` binary).
 
 pub mod browser;
+pub mod certs;
 pub mod check;
 pub mod db;
 pub mod nats;
@@ -14,6 +15,7 @@ pub mod tsa;
 pub mod witness;
 
 pub use browser::{Browser, BrowserError};
+pub use certs::TestCerts;
 pub use check::{check_log, LogReport};
 pub use db::{drop_database, run_detached, unique, TestDb, TestDbError, PG_HOST, PG_PORT};
 pub use nats::{TestNats, NATS_URL};
