@@ -575,6 +575,54 @@ mod tests {
         assert_eq!(Names::new("ace").unwrap().intake_stream(), "ACE_INTAKE");
     }
 
+    fn tls_env(pairs: &[(&str, &str)]) -> Result<Tls, ConfigError> {
+        let m: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Tls::from_env(&Env::from_fn(move |k| m.get(k).cloned()))
+    }
+
+    #[test]
+    fn tls_settings_are_checked_when_read() {
+        let none = tls_env(&[]).unwrap();
+        assert!(!none.is_configured() && none.client_cert().is_none());
+
+        let e = tls_env(&[(Tls::CERT_VAR, "/c.pem")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(Tls::KEY_VAR) && e.contains(Tls::CERT_VAR), "{e}");
+        let e = tls_env(&[(Tls::KEY_VAR, "/k.pem")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(Tls::CERT_VAR), "{e}");
+
+        let dir = std::env::temp_dir().join(format!("ace-tls-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing.pem");
+        let e = tls_env(&[(Tls::CA_VAR, missing.to_str().unwrap())])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(Tls::CA_VAR) && e.contains("missing.pem") && e.contains("cannot read"),
+            "{e}"
+        );
+        let junk = dir.join("junk.pem");
+        std::fs::write(&junk, "not PEM").unwrap();
+        let e = tls_env(&[(Tls::CA_VAR, junk.to_str().unwrap())])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("junk.pem") && e.contains("PEM"), "{e}");
+        let e = tls_env(&[
+            (Tls::CERT_VAR, junk.to_str().unwrap()),
+            (Tls::KEY_VAR, junk.to_str().unwrap()),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains(Tls::CERT_VAR), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn bad_prefixes_are_refused() {
         for p in ["", "a.b", "a*", "a>", "a b"] {
