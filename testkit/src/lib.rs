@@ -1,7 +1,8 @@
 //! What tests and benchmarks across the ACE Ledger crates share: a fresh migrated database
 //! per test ([`TestDb`]), a unique NATS stream prefix per test ([`TestNats`]), a headless
-//! Chromium under its own chromedriver ([`Browser`]) and the synthetic ledger loader
-//! ([`synth`], also the `ace-synth` binary).
+//! Chromium under its own chromedriver ([`Browser`]), a throwaway TLS PKI made with
+//! OpenSSL ([`TestCerts`]) and the synthetic ledger loader ([`synth`], also the
+//! `ace-synth` binary).
 
 pub mod browser;
 pub mod certs;
