@@ -26,6 +26,10 @@ pub struct Config {
     /// `ACE_NATS_CREDS`, `ACE_NATS_NKEY_FILE`: NATS credentials, if the server wants them.
     pub nats_creds: Option<String>,
     pub nats_nkey_file: Option<String>,
+    /// `ACE_NATS_TLS_CA_FILE` (PEM CA to trust; default the system roots),
+    /// `ACE_NATS_TLS_CERT_FILE` + `ACE_NATS_TLS_KEY_FILE` (client certificate, only
+    /// together): TLS to NATS, required once any is set; default none.
+    pub nats_tls: ace_core::nats::Tls,
     /// `ACE_PREFIX`, default `ace`: subjects and stream names (`<prefix>.checkpoint`).
     pub prefix: String,
     /// `ACE_ANCHOR_LISTEN`, default `127.0.0.1:9102`: `/healthz`, `/readyz`, `/metrics`.
@@ -65,6 +69,7 @@ impl Config {
             nats_url: "nats://127.0.0.1:4222".into(),
             nats_creds: None,
             nats_nkey_file: None,
+            nats_tls: ace_core::nats::Tls::default(),
             prefix: "ace".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 9102)),
             poll: Duration::from_millis(5000),
@@ -103,6 +108,7 @@ impl Config {
             nats_url: env.string("ACE_NATS_URL", &d.nats_url)?,
             nats_creds: env.get("ACE_NATS_CREDS")?,
             nats_nkey_file: env.get("ACE_NATS_NKEY_FILE")?,
+            nats_tls: ace_core::nats::Tls::from_env(env)?,
             prefix: env.string("ACE_PREFIX", &d.prefix)?,
             listen: env.parse("ACE_ANCHOR_LISTEN", d.listen)?,
             poll: ms("ACE_ANCHOR_POLL_MS", d.poll)?,

@@ -113,6 +113,7 @@ pub async fn prepare(cfg: &Config) -> Result<Prepared, StartError> {
                 creds_file: cfg.nats_creds.clone(),
                 nkey_file: cfg.nats_nkey_file.clone(),
                 name: "ace-anchor".into(),
+                tls: cfg.nats_tls.clone(),
             })
             .await
             .map_err(|source| StartError::Nats {

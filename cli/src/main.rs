@@ -51,6 +51,17 @@ struct NatsArgs {
     /// File holding an NKey seed.
     #[arg(long, env = "ACE_NATS_NKEY_FILE")]
     nats_nkey_file: Option<String>,
+    /// PEM CA certificate(s) to trust for the NATS server's TLS certificate, instead of
+    /// the system roots; makes TLS required.
+    #[arg(long, env = "ACE_NATS_TLS_CA_FILE")]
+    nats_tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate for a server that verifies clients (mutual TLS); needs
+    /// --nats-tls-key-file.
+    #[arg(long, env = "ACE_NATS_TLS_CERT_FILE")]
+    nats_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --nats-tls-cert-file.
+    #[arg(long, env = "ACE_NATS_TLS_KEY_FILE")]
+    nats_tls_key_file: Option<PathBuf>,
     #[arg(long, env = "ACE_PREFIX", default_value = "ace")]
     prefix: String,
 }
@@ -586,6 +597,11 @@ async fn connect_nats(n: &NatsArgs) -> Result<async_nats::Client> {
         creds_file: n.nats_creds.clone(),
         nkey_file: n.nats_nkey_file.clone(),
         name: "acectl".into(),
+        tls: ace_core::nats::Tls::new(
+            n.nats_tls_ca_file.clone(),
+            n.nats_tls_cert_file.clone(),
+            n.nats_tls_key_file.clone(),
+        )?,
     })
     .await?)
 }

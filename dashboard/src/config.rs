@@ -42,6 +42,10 @@ pub struct Config {
     /// `ACE_NATS_CREDS`, `ACE_NATS_NKEY_FILE`: NATS credentials, if the server wants them.
     pub nats_creds: Option<String>,
     pub nats_nkey_file: Option<String>,
+    /// `ACE_NATS_TLS_CA_FILE` (PEM CA to trust; default the system roots),
+    /// `ACE_NATS_TLS_CERT_FILE` + `ACE_NATS_TLS_KEY_FILE` (client certificate, only
+    /// together): TLS to NATS, required once any is set; default none.
+    pub nats_tls: ace_core::nats::Tls,
     /// `ACE_PREFIX`, default `ace`.
     pub prefix: String,
     /// `ACE_DASHBOARD_WRITER_URLS`, default `http://127.0.0.1:9101`: each writer's health
@@ -95,6 +99,7 @@ impl Config {
             nats_url: "nats://127.0.0.1:4222".into(),
             nats_creds: None,
             nats_nkey_file: None,
+            nats_tls: ace_core::nats::Tls::default(),
             prefix: "ace".into(),
             writer_urls: vec!["http://127.0.0.1:9101".into()],
             anchor_urls: vec!["http://127.0.0.1:9102".into()],
@@ -142,6 +147,7 @@ impl Config {
             nats_url: env.string("ACE_NATS_URL", &d.nats_url)?,
             nats_creds: env.get("ACE_NATS_CREDS")?,
             nats_nkey_file: env.get("ACE_NATS_NKEY_FILE")?,
+            nats_tls: ace_core::nats::Tls::from_env(env)?,
             prefix: env.string("ACE_PREFIX", &d.prefix)?,
             writer_urls: env.list("ACE_DASHBOARD_WRITER_URLS", &writer_default)?,
             anchor_urls: env.list("ACE_DASHBOARD_ANCHOR_URLS", &anchor_default)?,

@@ -71,6 +71,7 @@ pub async fn prepare(cfg: Config) -> Result<web::Shared, StartError> {
         creds_file: cfg.nats_creds.clone(),
         nkey_file: cfg.nats_nkey_file.clone(),
         name: "ace-dashboard".into(),
+        tls: cfg.nats_tls.clone(),
     })
     .await?;
     let intake = dlq::Intake {

@@ -1,9 +1,11 @@
 //! What tests and benchmarks across the ACE Ledger crates share: a fresh migrated database
 //! per test ([`TestDb`]), a unique NATS stream prefix per test ([`TestNats`]), a headless
-//! Chromium under its own chromedriver ([`Browser`]) and the synthetic ledger loader
-//! ([`synth`], also the `ace-synth` binary).
+//! Chromium under its own chromedriver ([`Browser`]), a throwaway TLS PKI made with
+//! OpenSSL ([`TestCerts`]) and the synthetic ledger loader ([`synth`], also the
+//! `ace-synth` binary).
 
 pub mod browser;
+pub mod certs;
 pub mod check;
 pub mod db;
 pub mod nats;
@@ -14,6 +16,7 @@ pub mod tsa;
 pub mod witness;
 
 pub use browser::{Browser, BrowserError};
+pub use certs::TestCerts;
 pub use check::{check_log, LogReport};
 pub use db::{drop_database, run_detached, unique, TestDb, TestDbError, PG_HOST, PG_PORT};
 pub use nats::{TestNats, NATS_URL};

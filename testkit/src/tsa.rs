@@ -38,7 +38,7 @@ pub struct TestTsa {
     down: Arc<AtomicBool>,
 }
 
-fn openssl(dir: &Path, args: &[&str]) -> Result<Vec<u8>, String> {
+pub(crate) fn openssl(dir: &Path, args: &[&str]) -> Result<Vec<u8>, String> {
     let out = Command::new("openssl")
         .current_dir(dir)
         .args(args)
@@ -58,7 +58,7 @@ fn write(path: &Path, bytes: impl AsRef<[u8]>) -> Result<(), String> {
     std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn genkey(dir: &Path, key: KeyKind, out: &str) -> Result<(), String> {
+pub(crate) fn genkey(dir: &Path, key: KeyKind, out: &str) -> Result<(), String> {
     let opts: &[&str] = match key {
         KeyKind::Rsa2048 => &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
         KeyKind::EcP256 => &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
@@ -71,7 +71,7 @@ fn genkey(dir: &Path, key: KeyKind, out: &str) -> Result<(), String> {
 
 /// A certificate for `name` (key `name.key`, certificate `name.pem`) signed by the CA,
 /// valid for `days` from now.
-fn issue(
+pub(crate) fn issue(
     dir: &Path,
     key: KeyKind,
     name: &str,

@@ -16,6 +16,10 @@ pub struct Config {
     pub nats_creds: Option<String>,
     /// `ACE_NATS_NKEY_FILE`: a file holding the writer's NKey seed.
     pub nats_nkey_file: Option<String>,
+    /// `ACE_NATS_TLS_CA_FILE` (PEM CA to trust; default the system roots),
+    /// `ACE_NATS_TLS_CERT_FILE` + `ACE_NATS_TLS_KEY_FILE` (client certificate, only
+    /// together): TLS to NATS, required once any is set; default none.
+    pub nats_tls: ace_core::nats::Tls,
     /// `ACE_DATABASE_URL`: the ace_writer role's DSN (required).
     pub database_url: Secret,
     /// `ACE_PREFIX`, default `ace`.
@@ -73,6 +77,7 @@ impl Config {
             nats_url: "nats://127.0.0.1:4222".into(),
             nats_creds: None,
             nats_nkey_file: None,
+            nats_tls: ace_core::nats::Tls::default(),
             database_url,
             prefix: "ace".into(),
             log_origin: None,
@@ -128,6 +133,7 @@ impl Config {
             nats_url: env.string("ACE_NATS_URL", &d.nats_url)?,
             nats_creds: env.get("ACE_NATS_CREDS")?,
             nats_nkey_file: env.get("ACE_NATS_NKEY_FILE")?,
+            nats_tls: ace_core::nats::Tls::from_env(env)?,
             prefix: env.string("ACE_PREFIX", &d.prefix)?,
             log_origin: env.get("ACE_LOG_ORIGIN")?,
             ledger_extra_key_files: env

@@ -378,6 +378,7 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<(),
         creds_file: cfg.nats_creds.clone(),
         nkey_file: cfg.nats_nkey_file.clone(),
         name: format!("ace-writer {}", names.prefix()),
+        tls: cfg.nats_tls.clone(),
     };
     let mut faults = FaultLog::default();
     let mut backoff = Backoff::new(cfg.retry_max);
