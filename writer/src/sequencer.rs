@@ -385,7 +385,12 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<(),
     let client = loop {
         match ace_core::nats::connect(&nats).await {
             Ok(c) => break c,
-            Err(e @ NatsError::Credentials { .. }) => return Err(e.into()),
+            // A setting that cannot work will not work on retry: stop, naming it.
+            Err(
+                e @ (NatsError::Credentials { .. }
+                | NatsError::TlsFile { .. }
+                | NatsError::TlsIncomplete { .. }),
+            ) => return Err(e.into()),
             Err(e) => {
                 metrics.transient_errors.with_label_values(&["nats"]).inc();
                 faults.fault("nats", &e.to_string());
