@@ -44,6 +44,8 @@ fn mismatch(
 pub struct LedgerKeys {
     pub history: KeyHistory,
     pub broken: Option<(u64, Box<Mismatch>)>,
+    /// Verify every entry's signatures (`--verify-signatures`), not only its admitting key.
+    pub verify_signatures: bool,
 }
 
 /// What the key checks saw.
@@ -54,10 +56,15 @@ pub struct KeySummary {
     pub keys: usize,
     /// Events recorded but not yet in the log (the writer appends them at its next batch).
     pub pending: u64,
+    pub signatures_verified: bool,
 }
 
 /// Reads and checks the `_ledger` entries.
-pub async fn load(c: &Client, verifiers: &[NoteVerifier]) -> Result<LedgerKeys, DbError> {
+pub async fn load(
+    c: &Client,
+    verifiers: &[NoteVerifier],
+    verify_signatures: bool,
+) -> Result<LedgerKeys, DbError> {
     let rows = c
         .query(
             "SELECT idx, envelope FROM ledger_entries WHERE producer = $1 ORDER BY idx",
@@ -65,7 +72,10 @@ pub async fn load(c: &Client, verifiers: &[NoteVerifier]) -> Result<LedgerKeys, 
         )
         .await
         .map_err(DbError::query("reading the ledger's key events"))?;
-    let mut out = LedgerKeys::default();
+    let mut out = LedgerKeys {
+        verify_signatures,
+        ..LedgerKeys::default()
+    };
     for r in rows {
         let idx: i64 = r.get(0);
         let index = u64::try_from(idx).unwrap_or(0);
@@ -185,7 +195,13 @@ impl LedgerKeys {
         }
         let keyid = self
             .history
-            .check_entry(index, producer, integrated_time, envelope)
+            .check_entry(
+                index,
+                producer,
+                integrated_time,
+                keyid_column,
+                self.verify_signatures.then_some(envelope),
+            )
             .map_err(|why| {
                 mismatch(
                     Location::Entry(index),
@@ -459,6 +475,7 @@ pub async fn check_registry(
         producers: history.producers.len(),
         keys: history.keys.len(),
         pending,
+        signatures_verified: keys.verify_signatures,
     }))
 }
 

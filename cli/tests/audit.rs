@@ -143,8 +143,12 @@ async fn a_clean_ledger_passes_as_the_reader_role_and_in_any_chunking() {
         .await
         .unwrap()
         .get(0);
-    for chunk in ["20000", "333", "1"] {
-        let o = audit_as(&db, "ace_reader", &["--chunk-entries", chunk]).await;
+    for (chunk, verify) in [("20000", true), ("333", false), ("1", false)] {
+        let mut args = vec!["--chunk-entries", chunk];
+        if verify {
+            args.push("--verify-signatures");
+        }
+        let o = audit_as(&db, "ace_reader", &args).await;
         assert_eq!(o.status.code(), Some(0), "{}", show(&o));
         let out = stdout(&o);
         assert!(out.starts_with("audit passed"), "{out}");
@@ -157,6 +161,12 @@ async fn a_clean_ledger_passes_as_the_reader_role_and_in_any_chunking() {
             out.contains(&format!("key events: {KEY_EVENTS} in the log")),
             "{out}"
         );
+        let said = if verify {
+            "admitting key and signatures verified against them"
+        } else {
+            "signatures not re-verified"
+        };
+        assert!(out.contains(said), "{out}");
         assert!(out.contains(&format!("blocks:     {blocks} ")), "{out}");
         assert!(
             out.contains(&format!("tree size:  {}\n", ENTRIES + KEY_EVENTS)),

@@ -514,12 +514,18 @@ impl KeyHistory {
     ///
     /// # Errors
     /// What is wrong, naming the key and times.
+    ///
+    /// With `signatures` (the entry's envelope), every signature is verified as the writer
+    /// verified it; without, only the admitting key recorded with the entry (`admitting`,
+    /// which the caller has checked is one of the envelope's keyids) is judged, with no
+    /// signature arithmetic.
     pub fn check_entry(
         &self,
         index: u64,
         producer: &str,
         time_ms: i64,
-        envelope: &Envelope,
+        admitting: &str,
+        signatures: Option<&Envelope>,
     ) -> Result<KeyId, String> {
         let Some(p) = self.producers.get(producer) else {
             return Err(format!(
@@ -547,6 +553,9 @@ impl KeyHistory {
             history: self,
             index,
         };
+        let Some(envelope) = signatures else {
+            return self.check_key(&view, producer, time_ms, admitting);
+        };
         verify_signers(envelope, &envelope.pae(), producer, &view, time_ms)
             .map(|s| s.keyid)
             .map_err(|r| {
@@ -557,6 +566,49 @@ impl KeyHistory {
                     crate::keys::rfc3339_ms(time_ms)
                 )
             })
+    }
+}
+
+impl KeyHistory {
+    /// The admitting key alone: registered to `producer` before the entry, in its validity
+    /// window and not revoked at `time_ms`.
+    fn check_key(
+        &self,
+        view: &AsOf<'_>,
+        producer: &str,
+        time_ms: i64,
+        keyid: &str,
+    ) -> Result<KeyId, String> {
+        let at = crate::keys::rfc3339_ms;
+        let Some(key) = view.lookup(keyid) else {
+            return Err(match self.keys.get(keyid) {
+                Some(k) => format!(
+                    "key {keyid} is registered by the key event at entry {}, after this entry (unknown_key)",
+                    k.added_index
+                ),
+                None => format!("key {keyid} is registered by no key event in the log (unknown_key)"),
+            });
+        };
+        if key.producer != producer {
+            return Err(format!(
+                "key {keyid} belongs to producer {}, not {producer} (wrong_producer_key)",
+                key.producer
+            ));
+        }
+        if key.is_revoked_at(time_ms) {
+            return Err(format!(
+                "key {keyid} was revoked at {} (key_revoked)",
+                at(key.revoked_at_ms.unwrap_or(time_ms))
+            ));
+        }
+        if !key.is_in_validity_at(time_ms) {
+            return Err(format!(
+                "key {keyid} is valid from {} until {} (key_expired)",
+                at(key.valid_from_ms),
+                key.valid_until_ms.map_or_else(|| "no end".to_owned(), at)
+            ));
+        }
+        Ok(key.keyid.clone())
     }
 }
 

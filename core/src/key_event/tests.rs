@@ -151,25 +151,44 @@ fn entries_are_judged_by_the_keys_the_log_registered_before_them() {
     ])
     .unwrap();
     let by = |k: &SigningKey| Envelope::sign("text/plain", b"x", k);
-    assert_eq!(
-        h.check_entry(2, "acme", 500, &by(&k1)).unwrap().as_str(),
-        keyid(&k1)
-    );
+    // Each verdict is the same with the signatures verified and with the key alone.
+    let check = |index: u64, t: i64, k: &SigningKey| {
+        let env = by(k);
+        let full = h.check_entry(index, "acme", t, &keyid(k), Some(&env));
+        let quick = h.check_entry(index, "acme", t, &keyid(k), None);
+        assert_eq!(full.is_ok(), quick.is_ok(), "{full:?} {quick:?}");
+        if let (Err(f), Err(q)) = (&full, &quick) {
+            for code in ["unknown_key", "key_expired", "key_revoked", "suspended"] {
+                assert_eq!(f.contains(code), q.contains(code), "{f} / {q}");
+            }
+        }
+        full
+    };
+    assert_eq!(check(2, 500, &k1).unwrap().as_str(), keyid(&k1));
     // k2 signs at index 3, before its registration at index 5: unknown then.
-    let e = h.check_entry(3, "acme", 1_500, &by(&k2)).unwrap_err();
+    let e = check(3, 1_500, &k2).unwrap_err();
     assert!(e.contains("unknown_key"), "{e}");
     // In the overlap both keys are good; after it, only k2.
-    h.check_entry(7, "acme", 1_500, &by(&k1)).unwrap();
-    h.check_entry(7, "acme", 1_500, &by(&k2)).unwrap();
-    let e = h.check_entry(8, "acme", 2_500, &by(&k1)).unwrap_err();
+    check(7, 1_500, &k1).unwrap();
+    check(7, 1_500, &k2).unwrap();
+    let e = check(8, 2_500, &k1).unwrap_err();
     assert!(e.contains("key_expired"), "{e}");
-    let e = h.check_entry(10, "acme", 3_000, &by(&k1)).unwrap_err();
+    let e = check(10, 3_000, &k1).unwrap_err();
     assert!(e.contains("key_revoked"), "{e}");
-    let e = h.check_entry(14, "acme", 4_500, &by(&k2)).unwrap_err();
+    let e = check(14, 4_500, &k2).unwrap_err();
     assert!(e.contains("suspended"), "{e}");
-    h.check_entry(14, "acme", 5_000, &by(&k2)).unwrap();
-    let e = h.check_entry(14, "beta", 5_000, &by(&k2)).unwrap_err();
+    check(14, 5_000, &k2).unwrap();
+    let e = h
+        .check_entry(14, "beta", 5_000, &keyid(&k2), None)
+        .unwrap_err();
     assert!(e.contains("not added"), "{e}");
+    // A signature that does not verify is caught only when signatures are verified.
+    let mut forged = by(&k2);
+    forged.signatures[0].sig[0] ^= 1;
+    assert!(h
+        .check_entry(14, "acme", 5_000, &keyid(&k2), Some(&forged))
+        .is_err());
+    assert!(h.check_entry(14, "acme", 5_000, &keyid(&k2), None).is_ok());
 }
 
 #[test]
@@ -180,7 +199,9 @@ fn backfilled_keys_may_precede_their_events() {
     let mut a = added(2, "acme", &k, 10, None);
     a.backfilled = true;
     let h = history(&[(40, p), (41, a.clone())]).unwrap();
-    h.check_entry(3, "acme", 500, &Envelope::sign("t", b"x", &k))
+    let env = Envelope::sign("t", b"x", &k);
+    h.check_entry(3, "acme", 500, &keyid(&k), Some(&env))
         .unwrap();
+    h.check_entry(3, "acme", 500, &keyid(&k), None).unwrap();
     assert_eq!(KeyEvent::parse_payload(&a.to_payload()).unwrap(), a);
 }

@@ -426,6 +426,7 @@ pub fn audit(l: &Ledger) -> (bool, String) {
         &l.signer.verifier_key(),
         "--progress-secs",
         "0",
+        "--verify-signatures",
     ])
 }
 
