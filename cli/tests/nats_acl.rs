@@ -110,26 +110,47 @@ async fn each_nats_user_gets_only_its_own_subjects() {
     // Producers with signing keys, and a NATS user for each producer and service.
     let admin = db.admin().await;
     let mut keys = Vec::new();
-    for p in ["acme", "beta"] {
-        ok(&acectl(&["producer", "add", p], &admin_url));
-        let sk = SigningKey::from_bytes(&rand::thread_rng().gen());
-        let vk = sk.verifying_key();
-        admin
-            .execute(
-                "INSERT INTO producer_keys (keyid, producer, public_key, valid_from) VALUES ($1, $2, $3, now() - interval '1 hour')",
-                &[&ace_core::ids::KeyId::from_public_key(&vk).as_str(), &p, &vk.as_bytes().as_slice()],
-            )
-            .await
-            .expect("key");
-        keys.push(sk);
-    }
     let seed = |n: &str| dir.join(format!("{n}.nk"));
-    for (name, kind) in [
-        ("acme", "producer"),
-        ("beta", "producer"),
-        ("writer", "writer"),
-        ("ops", "admin"),
-    ] {
+    // acme in one step: producer, signing key and NATS user; beta step by step.
+    let key_file = dir.join("acme.key");
+    let out = ok(&acectl(
+        &[
+            "producer",
+            "add",
+            "acme",
+            "--key-out",
+            key_file.to_str().expect("path"),
+            "--nats-seed-out",
+            seed("acme").to_str().expect("path"),
+        ],
+        &admin_url,
+    ));
+    assert!(
+        out.contains("producer acme added")
+            && out.contains("key ")
+            && out.contains("NATS user acme (producer) added"),
+        "{out}"
+    );
+    let acme_seed = std::fs::read_to_string(&key_file).expect("key file");
+    let acme_bytes: [u8; 32] = hex::decode(acme_seed.trim())
+        .expect("hex")
+        .try_into()
+        .expect("32 bytes");
+    keys.push(SigningKey::from_bytes(&acme_bytes));
+    let again = ok(&acectl(&["producer", "add", "acme"], &admin_url));
+    assert!(again.contains("already registered"), "{again}");
+    ok(&acectl(&["producer", "add", "beta"], &admin_url));
+    let sk = SigningKey::from_bytes(&rand::thread_rng().gen());
+    let vk = sk.verifying_key();
+    admin
+        .execute(
+            "INSERT INTO producer_keys (keyid, producer, public_key, valid_from) VALUES ($1, $2, $3, now() - interval '1 hour')",
+            &[&ace_core::ids::KeyId::from_public_key(&vk).as_str(), &"beta", &vk.as_bytes().as_slice()],
+        )
+        .await
+        .expect("key");
+    keys.push(sk);
+    for (name, kind) in [("beta", "producer"), ("writer", "writer"), ("ops", "admin")] {
         let out = ok(&acectl(
             &[
                 "nats",
