@@ -8,6 +8,9 @@ ensure_packages
 ensure_postgres
 ensure_nats
 ensure_nextest
+# A from-scratch build (CI's) gains nothing from incremental compilation and pays for its
+# bookkeeping; a developer's repeated runs may set CARGO_INCREMENTAL=1.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo nextest run --workspace --locked --profile ci "$@"
