@@ -38,6 +38,15 @@ impl Secret {
     }
 }
 
+/// For command-line parsers (clap's `env = ...`): the value is kept whole, and shown only
+/// through [`Secret::expose`].
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(<redacted>)")
@@ -207,6 +216,24 @@ mod tests {
         assert_eq!(
             format!("{:?}", Secret::new("hunter2")),
             "Secret(<redacted>)"
+        );
+        // Inside a config's derived Debug, a DSN's password is gone with the rest of it.
+        #[derive(Debug)]
+        #[allow(dead_code)]
+        struct Cfg {
+            database_url: Secret,
+        }
+        let dsn: Secret = "postgres://ace_writer:hunter2@db:5432/ace".parse().unwrap();
+        let shown = format!(
+            "{:?} {:#?}",
+            Cfg {
+                database_url: dsn.clone()
+            },
+            Cfg { database_url: dsn }
+        );
+        assert!(
+            !shown.contains("hunter2") && shown.contains("<redacted>"),
+            "{shown}"
         );
     }
 }

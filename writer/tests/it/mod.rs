@@ -9,6 +9,7 @@ mod intake;
 mod leader;
 mod natskill;
 mod outage;
+mod pgbouncer;
 mod policy;
 mod rejections;
 mod roles;
