@@ -262,7 +262,8 @@ pub async fn connect(opts: &ConnectOptions) -> Result<async_nats::Client, NatsEr
     co.connect(&opts.url)
         .await
         .map_err(|source| NatsError::Connect {
-            url: opts.url.clone(),
+            // A URL may carry a password (nats://user:pass@host): never in an error.
+            url: crate::config::redact_url(&opts.url),
             source,
         })
 }
