@@ -14,6 +14,8 @@ ensure_packages() {
   command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
   # The tests' RFC 3161 authority is `openssl ts`; stack-up derives keys with it too.
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  # The connection-pooling tests (ace_testkit::PgBouncer) start a private pgbouncer.
+  [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
   # Browser tests (ace_testkit::browser) drive headless Chromium through chromedriver.
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)

@@ -18,7 +18,7 @@ mod worker;
 
 use std::sync::Arc;
 
-use ace_core::db::{self, DbError, TablePrivilege};
+use ace_core::db::{self, DbError};
 use tokio::sync::watch;
 
 pub use config::Config;
@@ -50,39 +50,6 @@ pub enum StartError {
     Serve(std::io::Error),
 }
 
-/// What the anchor must hold, and what it must not: it reads blocks and tiles and appends
-/// receipts, nothing else.
-fn privileges() -> (Vec<TablePrivilege>, Vec<TablePrivilege>) {
-    let required = vec![
-        TablePrivilege {
-            table: "ledger_blocks",
-            privilege: "SELECT",
-        },
-        TablePrivilege {
-            table: "ledger_tiles",
-            privilege: "SELECT",
-        },
-        TablePrivilege {
-            table: "anchor_receipts",
-            privilege: "SELECT",
-        },
-        TablePrivilege {
-            table: "anchor_receipts",
-            privilege: "INSERT",
-        },
-    ];
-    let mut forbidden = Vec::new();
-    for table in db::ALL_TABLES {
-        for privilege in ["INSERT", "UPDATE", "DELETE", "TRUNCATE"] {
-            if table == "anchor_receipts" && privilege == "INSERT" {
-                continue;
-            }
-            forbidden.push(TablePrivilege { table, privilege });
-        }
-    }
-    (required, forbidden)
-}
-
 /// Everything `run` needs, checked: the role's privileges, NATS if a sink needs it.
 pub struct Prepared {
     ctx: Arc<Ctx>,
@@ -93,8 +60,9 @@ pub async fn prepare(cfg: &Config) -> Result<Prepared, StartError> {
     let metrics = Arc::new(Metrics::new()?);
     {
         let c = db::connect(cfg.database_url.expose()).await?;
-        let (required, forbidden) = privileges();
-        db::assert_privileges(&c, &required, &forbidden).await?;
+        // Reads blocks and tiles, appends receipts, nothing else (core's ANCHOR_GRANTS,
+        // the list the role tests use).
+        db::assert_role_grants(&c, &db::ANCHOR_GRANTS).await?;
     }
     let pool = db::pool(cfg.database_url.expose(), cfg.sinks.len() + 2)?;
     let names = ace_core::nats::Names::new(&cfg.prefix).map_err(|source| StartError::Nats {

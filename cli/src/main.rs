@@ -8,6 +8,7 @@ mod keyfile;
 mod nats_users;
 mod operator_audit;
 mod policy;
+mod provision;
 mod publish;
 mod receipts;
 mod registry;
@@ -135,6 +136,10 @@ enum Cmd {
 enum DbCmd {
     /// Create roles if missing and apply pending migrations (under an advisory lock).
     Migrate(DbArgs),
+    /// Create the five roles if missing, set their passwords (from files; SCRAM computed
+    /// here) or certificate auth, attributes and connection limits, then migrate (the
+    /// grants). Idempotent: says what it changed and what was already right.
+    Provision(provision::ProvisionArgs),
 }
 
 #[derive(Subcommand)]
@@ -329,6 +334,13 @@ async fn run(cli: Cli) -> Result<i32> {
             }
             for m in report.applied {
                 println!("applied {m}");
+            }
+        }
+        Cmd::Db {
+            cmd: DbCmd::Provision(args),
+        } => {
+            for line in provision::provision(&args).await? {
+                println!("{line}");
             }
         }
         Cmd::Nats {

@@ -38,6 +38,57 @@ impl Secret {
     }
 }
 
+/// `url` (a Postgres DSN or a NATS URL) with any password replaced, for logs and errors:
+/// `scheme://user:<redacted>@host/…`, and `password=<redacted>` in key=value DSNs.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(end);
+        if let Some((userinfo, host)) = authority.rsplit_once('@') {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let shown = if userinfo.contains(':') {
+                format!("{user}:<redacted>")
+            } else {
+                user.to_string()
+            };
+            return format!("{scheme}://{shown}@{host}{}", redact_query(tail));
+        }
+        return format!("{scheme}://{authority}{}", redact_query(tail));
+    }
+    redact_pairs(url, ' ')
+}
+
+/// `path?query` with any `password=` in the query replaced.
+fn redact_query(tail: &str) -> String {
+    match tail.split_once('?') {
+        Some((path, query)) => format!("{path}?{}", redact_pairs(query, '&')),
+        None => tail.to_string(),
+    }
+}
+
+/// `password=…` values in `sep`-separated key=value text replaced.
+fn redact_pairs(text: &str, sep: char) -> String {
+    text.split(sep)
+        .map(|item| {
+            if item.to_ascii_lowercase().starts_with("password=") {
+                format!("{}<redacted>", &item[.."password=".len()])
+            } else {
+                item.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(&sep.to_string())
+}
+
+/// For command-line parsers (clap's `env = ...`): the value is kept whole, and shown only
+/// through [`Secret::expose`].
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(<redacted>)")
@@ -203,10 +254,50 @@ mod tests {
     }
 
     #[test]
+    fn urls_lose_their_passwords() {
+        for (url, want) in [
+            (
+                "postgres://ace_writer:hunter2@db:5432/ace",
+                "postgres://ace_writer:<redacted>@db:5432/ace",
+            ),
+            ("nats://u:hunter2@n:4222", "nats://u:<redacted>@n:4222"),
+            (
+                "postgres://ace_reader@db/ace?password=hunter2&sslmode=require",
+                "postgres://ace_reader@db/ace?password=<redacted>&sslmode=require",
+            ),
+            (
+                "host=db user=ace_anchor password=hunter2 dbname=ace",
+                "host=db user=ace_anchor password=<redacted> dbname=ace",
+            ),
+            ("nats://127.0.0.1:4222", "nats://127.0.0.1:4222"),
+        ] {
+            assert_eq!(redact_url(url), want);
+        }
+    }
+
+    #[test]
     fn secret_debug_is_redacted() {
         assert_eq!(
             format!("{:?}", Secret::new("hunter2")),
             "Secret(<redacted>)"
+        );
+        // Inside a config's derived Debug, a DSN's password is gone with the rest of it.
+        #[derive(Debug)]
+        #[allow(dead_code)]
+        struct Cfg {
+            database_url: Secret,
+        }
+        let dsn: Secret = "postgres://ace_writer:hunter2@db:5432/ace".parse().unwrap();
+        let shown = format!(
+            "{:?} {:#?}",
+            Cfg {
+                database_url: dsn.clone()
+            },
+            Cfg { database_url: dsn }
+        );
+        assert!(
+            !shown.contains("hunter2") && shown.contains("<redacted>"),
+            "{shown}"
         );
     }
 }

@@ -455,6 +455,322 @@ pub async fn assert_privileges(
     Ok(role)
 }
 
+/// What one service's role is granted: the one source of truth for the services' start
+/// checks ([`assert_role_grants`]) and for the role tests (acectl's tests/roles.rs), which
+/// try every other write against a migrated database. The migrations' GRANTs must match
+/// it: a grant missing there fails the service's start, a grant too many fails both.
+#[derive(Debug, Clone, Copy)]
+pub struct RoleGrants {
+    /// The role's default name (a deployment may use another name with the same grants).
+    pub role: &'static str,
+    /// The service that connects as it.
+    pub service: &'static str,
+    /// Tables it SELECTs from.
+    pub reads: &'static [&'static str],
+    /// Tables it INSERTs into; every other write on every table is forbidden.
+    pub appends: &'static [&'static str],
+    /// Sequences it draws from (USAGE: `nextval` through a serial column's default).
+    pub sequences: &'static [&'static str],
+}
+
+/// The writer: appends to the log and the DLQ, reads the registry.
+pub const WRITER_GRANTS: RoleGrants = RoleGrants {
+    role: "ace_writer",
+    service: "writer",
+    reads: &[
+        "producers",
+        "producer_keys",
+        "ledger_entries",
+        "ledger_subjects",
+        "ledger_tiles",
+        "ledger_blocks",
+        "dlq_items",
+        "ledger_policies",
+        "key_events",
+        "key_event_entries",
+    ],
+    appends: &[
+        "ledger_entries",
+        "ledger_subjects",
+        "ledger_tiles",
+        "ledger_blocks",
+        "dlq_items",
+        "ledger_policies",
+        "key_event_entries",
+    ],
+    sequences: &["dlq_items_id_seq"],
+};
+
+/// The reader: reads what auditors may see, writes nothing.
+pub const READER_GRANTS: RoleGrants = RoleGrants {
+    role: "ace_reader",
+    service: "reader",
+    reads: &[
+        "producers",
+        "producer_keys",
+        "ledger_entries",
+        "ledger_subjects",
+        "ledger_tiles",
+        "ledger_blocks",
+        "dlq_items",
+        "anchor_receipts",
+        "ledger_policies",
+        "dlq_actions",
+        "operator_audit",
+        "key_events",
+        "key_event_entries",
+    ],
+    appends: &[],
+    sequences: &[],
+};
+
+/// The anchor: reads blocks and tiles, appends receipts.
+pub const ANCHOR_GRANTS: RoleGrants = RoleGrants {
+    role: "ace_anchor",
+    service: "anchor",
+    reads: &["ledger_blocks", "ledger_tiles", "anchor_receipts"],
+    appends: &["anchor_receipts"],
+    sequences: &["anchor_receipts_id_seq"],
+};
+
+/// The dashboard: reads what it shows, appends DLQ actions and audit rows.
+pub const DASHBOARD_GRANTS: RoleGrants = RoleGrants {
+    role: "ace_dashboard",
+    service: "dashboard",
+    reads: &[
+        "producers",
+        "producer_keys",
+        "ledger_entries",
+        "ledger_subjects",
+        "ledger_blocks",
+        "dlq_items",
+        "anchor_receipts",
+        "ledger_policies",
+        "dlq_actions",
+        "operator_audit",
+        "key_events",
+        "key_event_entries",
+    ],
+    appends: &["dlq_actions", "operator_audit"],
+    sequences: &["dlq_actions_id_seq"],
+};
+
+/// The four services' roles (ace_owner owns the schema and is not a service's role).
+pub const SERVICE_GRANTS: [RoleGrants; 4] = [
+    WRITER_GRANTS,
+    READER_GRANTS,
+    ANCHOR_GRANTS,
+    DASHBOARD_GRANTS,
+];
+
+/// Every role the ledger uses, the owner first.
+pub const ROLES: [&str; 5] = [
+    "ace_owner",
+    "ace_writer",
+    "ace_reader",
+    "ace_anchor",
+    "ace_dashboard",
+];
+
+/// Table privileges that write (or could be turned into writes: REFERENCES lets a role
+/// block deletes, TRIGGER lets it run code on others' writes).
+pub const WRITE_PRIVILEGES: [&str; 6] = [
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "TRUNCATE",
+    "REFERENCES",
+    "TRIGGER",
+];
+
+impl RoleGrants {
+    /// SELECT on every read table, INSERT on every appended one.
+    pub fn required(&self) -> Vec<TablePrivilege> {
+        let reads = self.reads.iter().map(|&table| TablePrivilege {
+            table,
+            privilege: "SELECT",
+        });
+        let appends = self.appends.iter().map(|&table| TablePrivilege {
+            table,
+            privilege: "INSERT",
+        });
+        reads.chain(appends).collect()
+    }
+
+    /// Whether the role may hold `privilege` (a table privilege) on `table`.
+    pub fn allows(&self, table: &str, privilege: &str) -> bool {
+        match privilege {
+            "SELECT" => self.reads.contains(&table),
+            "INSERT" => self.appends.contains(&table),
+            _ => false,
+        }
+    }
+}
+
+/// The start check of a service: the connected role (whatever its name) holds everything
+/// in `grants`, and no other write on any table or sequence of the schema (enumerated from
+/// the catalog, so tables added later are covered without touching this list), no CREATE
+/// on the schema or database, no membership of ace_owner, and is not a superuser. Extra
+/// SELECTs are not refused: they write nothing. Returns the role's name; the error names
+/// the role and every privilege that is wrong.
+pub async fn assert_role_grants(client: &Client, grants: &RoleGrants) -> Result<String, DbError> {
+    // One read-only transaction: through a transaction-pooling pgbouncer, the checks'
+    // prepared statements then stay on the one server connection that prepared them.
+    client
+        .batch_execute("BEGIN READ ONLY")
+        .await
+        .map_err(DbError::query("starting the role's privilege check"))?;
+    let checked = check_role_grants(client, grants).await;
+    let _ = client.batch_execute("ROLLBACK").await;
+    checked
+}
+
+async fn check_role_grants(client: &Client, grants: &RoleGrants) -> Result<String, DbError> {
+    let role = assert_privileges(client, &grants.required(), &[]).await?;
+    for seq in grants.sequences {
+        let has: bool = client
+            .query_one(
+                "SELECT has_sequence_privilege(current_user, $1, 'USAGE')",
+                &[seq],
+            )
+            .await
+            .map_err(|e| DbError::Privilege {
+                role: role.clone(),
+                problem: format!(
+                    "cannot be checked for USAGE on sequence {seq}: {} (has `acectl db migrate` run?)",
+                    describe_pg(&e)
+                ),
+            })?
+            .get(0);
+        if !has {
+            return Err(DbError::Privilege {
+                role,
+                problem: format!("lacks USAGE on sequence {seq}, which it needs (re-run `acectl db migrate` to restore the grants)"),
+            });
+        }
+    }
+    let extra = excess_privileges(client, grants).await?;
+    if extra.is_empty() {
+        return Ok(role);
+    }
+    let revokes: Vec<String> = extra.iter().map(|x| x.revoke(&role)).collect();
+    let named: Vec<String> = extra.iter().map(|x| x.to_string()).collect();
+    Err(DbError::Privilege {
+        problem: format!(
+            "holds {}, which it must not have as the {}'s role: revoke {} ({})",
+            named.join(", "),
+            grants.service,
+            if extra.len() == 1 { "it" } else { "them" },
+            revokes.join("; ")
+        ),
+        role,
+    })
+}
+
+/// A privilege a role holds beyond its [`RoleGrants`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Excess {
+    Table { table: String, privilege: String },
+    Sequence { sequence: String, privilege: String },
+    CreateOnSchema(String),
+    CreateOnDatabase(String),
+    MemberOf(String),
+}
+
+impl std::fmt::Display for Excess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Excess::Table { table, privilege } => write!(f, "{privilege} on {table}"),
+            Excess::Sequence {
+                sequence,
+                privilege,
+            } => write!(f, "{privilege} on sequence {sequence}"),
+            Excess::CreateOnSchema(s) => write!(f, "CREATE on schema {s}"),
+            Excess::CreateOnDatabase(d) => write!(f, "CREATE on database {d}"),
+            Excess::MemberOf(r) => write!(f, "membership of {r}"),
+        }
+    }
+}
+
+impl Excess {
+    /// The statement that takes it away from `role`.
+    pub fn revoke(&self, role: &str) -> String {
+        match self {
+            Excess::Table { table, privilege } => {
+                format!("REVOKE {privilege} ON {table} FROM {role}")
+            }
+            Excess::Sequence {
+                sequence,
+                privilege,
+            } => format!("REVOKE {privilege} ON SEQUENCE {sequence} FROM {role}"),
+            Excess::CreateOnSchema(s) => format!("REVOKE CREATE ON SCHEMA {s} FROM {role}"),
+            Excess::CreateOnDatabase(d) => format!("REVOKE CREATE ON DATABASE {d} FROM {role}"),
+            Excess::MemberOf(r) => format!("REVOKE {r} FROM {role}"),
+        }
+    }
+}
+
+/// Every write privilege the connected role holds beyond `grants`, in the current schema.
+pub async fn excess_privileges(
+    client: &Client,
+    grants: &RoleGrants,
+) -> Result<Vec<Excess>, DbError> {
+    let appends: Vec<&str> = grants.appends.to_vec();
+    let sequences: Vec<&str> = grants.sequences.to_vec();
+    let privs: Vec<&str> = WRITE_PRIVILEGES.to_vec();
+    let rows = client
+        .query(
+            "SELECT 't', c.relname::text, p.priv FROM pg_class c \
+               JOIN pg_namespace n ON n.oid = c.relnamespace \
+               CROSS JOIN unnest($3::text[]) AS p(priv) \
+              WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
+                AND has_table_privilege(current_user, c.oid, p.priv) \
+                AND NOT (p.priv = 'INSERT' AND c.relname = ANY($1::text[])) \
+             UNION ALL \
+             SELECT 's', c.relname::text, p.priv FROM pg_class c \
+               JOIN pg_namespace n ON n.oid = c.relnamespace \
+               CROSS JOIN unnest(ARRAY['USAGE', 'UPDATE']) AS p(priv) \
+              WHERE n.nspname = current_schema() AND c.relkind = 'S' \
+                AND has_sequence_privilege(current_user, c.oid, p.priv) \
+                AND NOT (p.priv = 'USAGE' AND c.relname = ANY($2::text[])) \
+             UNION ALL \
+             SELECT 'n', current_schema()::text, 'CREATE' \
+              WHERE has_schema_privilege(current_user, current_schema(), 'CREATE') \
+             UNION ALL \
+             SELECT 'd', current_database()::text, 'CREATE' \
+              WHERE has_database_privilege(current_user, current_database(), 'CREATE') \
+             UNION ALL \
+             SELECT 'm', r.rolname::text, 'MEMBER' FROM pg_roles r \
+              WHERE r.rolname = 'ace_owner' AND r.rolname <> current_user \
+                AND pg_has_role(current_user, r.oid, 'MEMBER') \
+             ORDER BY 1, 2, 3",
+            &[&appends, &sequences, &privs],
+        )
+        .await
+        .map_err(DbError::query(
+            "listing the role's privileges in the catalog",
+        ))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let (kind, name, privilege): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+            match kind.as_str() {
+                "t" => Excess::Table {
+                    table: name,
+                    privilege,
+                },
+                "s" => Excess::Sequence {
+                    sequence: name,
+                    privilege,
+                },
+                "n" => Excess::CreateOnSchema(name),
+                "d" => Excess::CreateOnDatabase(name),
+                _ => Excess::MemberOf(name),
+            }
+        })
+        .collect())
+}
+
 /// A 32-byte hash column, or [`DbError::Corrupt`] naming `what`.
 pub fn stored_hash(v: &[u8], what: &str) -> Result<Hash, DbError> {
     v.try_into()

@@ -443,7 +443,7 @@ pub async fn connect(opts: &ConnectOptions) -> Result<async_nats::Client, NatsEr
     let tls = &opts.tls;
     tls.check_files()
         .map_err(|(kind, path, reason)| NatsError::TlsFile {
-            url: opts.url.clone(),
+            url: crate::config::redact_url(&opts.url),
             what: kind.what(),
             var: kind.var(),
             path: path.display().to_string(),
@@ -463,19 +463,18 @@ pub async fn connect(opts: &ConnectOptions) -> Result<async_nats::Client, NatsEr
         .split(',')
         .any(|u| u.trim().to_ascii_lowercase().starts_with("tls://"));
     co = co.require_tls(tls.is_configured() || tls_url);
-    co.connect(&opts.url)
-        .await
-        .map_err(|source| match tls_problem(&source, tls) {
+    co.connect(&opts.url).await.map_err(|source| {
+        // A URL may carry a password (nats://user:pass@host): never in an error.
+        let url = crate::config::redact_url(&opts.url);
+        match tls_problem(&source, tls) {
             Some(problem) => NatsError::Tls {
-                url: opts.url.clone(),
+                url,
                 problem,
                 source,
             },
-            None => NatsError::Connect {
-                url: opts.url.clone(),
-                source,
-            },
-        })
+            None => NatsError::Connect { url, source },
+        }
+    })
 }
 
 /// What a failed TLS connection means for the operator, when the cause is a TLS one.

@@ -670,3 +670,43 @@ async fn the_explorer_pages_through_thousands_of_items_without_gaps() {
     let p = b.get("/dlq?code=bad_signature&status=open").await;
     assert!(p.body.contains("id=\"total\">1667<"), "{}", p.body);
 }
+
+/// Through pgbouncer in session mode (what pgbouncer/pgbouncer.ini gives ace_dashboard:
+/// its statements are named, which pgbouncer before 1.21 cannot carry across server
+/// connections in transaction mode): the dashboard starts, checks its role, and shows the
+/// DLQ read through the pooler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_works_through_a_session_pooling_pgbouncer() {
+    let bouncer = ace_testkit::PgBouncer::start(
+        ace_testkit::PG_HOST,
+        ace_testkit::PG_PORT,
+        "session",
+        &["ace_dashboard"],
+    );
+    let port = bouncer.port;
+    let from = format!(":{}/", ace_testkit::PG_PORT);
+    let stack = Stack::start(Opts {
+        tweak: Box::new(move |cfg| {
+            let url = cfg
+                .database_url
+                .expose()
+                .replace(&from, &format!(":{port}/"));
+            cfg.database_url = ace_core::config::Secret::new(url);
+        }),
+        ..Opts::default()
+    })
+    .await;
+    stack.publish("nobody", b"{\"payloadType\":".to_vec()).await;
+    stack.wait_count("SELECT count(*) FROM dlq_items", 1).await;
+    let mut op = Browser::new(&stack.dashboard);
+    let p = op.login(OPERATOR).await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let p = op.get("/dlq").await;
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert!(p.body.contains("malformed_envelope"), "{}", p.body);
+    let log = bouncer.log();
+    assert!(
+        log.contains(&format!("db={} user=ace_dashboard", stack.db.name)),
+        "no dashboard login in pgbouncer's log:\n{log}"
+    );
+}

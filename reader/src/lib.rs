@@ -16,7 +16,7 @@ pub mod store;
 use std::sync::Arc;
 
 use ace_core::checkpoint::open_checkpoint;
-use ace_core::db::{self, DbError, TablePrivilege};
+use ace_core::db::{self, DbError};
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -97,62 +97,6 @@ pub enum StartError {
     Serve(std::io::Error),
 }
 
-/// What the reader must hold (SELECT on every table) and must not (any write).
-fn privileges() -> (Vec<TablePrivilege>, Vec<TablePrivilege>) {
-    let required = db::ALL_TABLES
-        .iter()
-        .map(|&table| TablePrivilege {
-            table,
-            privilege: "SELECT",
-        })
-        .collect();
-    let mut forbidden = Vec::new();
-    for table in db::ALL_TABLES {
-        for privilege in [
-            "INSERT",
-            "UPDATE",
-            "DELETE",
-            "TRUNCATE",
-            "TRIGGER",
-            "REFERENCES",
-        ] {
-            forbidden.push(TablePrivilege { table, privilege });
-        }
-    }
-    (required, forbidden)
-}
-
-/// Table privileges are not all a role could write with: creating objects in the schema,
-/// or drawing from the DLQ's sequence, would be writes too.
-async fn assert_no_other_writes(c: &tokio_postgres::Client, role: &str) -> Result<(), DbError> {
-    let row = c
-        .query_one(
-            "SELECT has_schema_privilege(current_user, 'public', 'CREATE'), \
-                    has_database_privilege(current_user, current_database(), 'CREATE'), \
-                    coalesce((SELECT string_agg(c.relname, ', ') FROM pg_class c \
-                              JOIN pg_namespace n ON n.oid = c.relnamespace \
-                              WHERE c.relkind = 'S' AND n.nspname = 'public' \
-                                AND has_sequence_privilege(current_user, c.oid, 'USAGE,UPDATE')), '')",
-            &[],
-        )
-        .await
-        .map_err(DbError::query("checking the reader's schema privileges"))?;
-    let (schema, database, sequences): (bool, bool, String) = (row.get(0), row.get(1), row.get(2));
-    let problem = if schema {
-        "holds CREATE on schema public, which it must not have: REVOKE CREATE ON SCHEMA public FROM ".to_string() + role
-    } else if database {
-        format!("holds CREATE on the database, which it must not have: REVOKE CREATE ON DATABASE <db> FROM {role}")
-    } else if !sequences.is_empty() {
-        format!("can draw from the sequence(s) {sequences}, which it must not: REVOKE USAGE, UPDATE ON SEQUENCE … FROM {role}")
-    } else {
-        return Ok(());
-    };
-    Err(DbError::Privilege {
-        role: role.to_owned(),
-        problem,
-    })
-}
-
 /// Connects, checks the role and the latest checkpoint, and builds the state the routes
 /// share. Fails, naming the cause, rather than serve from a database it should not use.
 pub async fn prepare(cfg: &Config) -> Result<Shared, StartError> {
@@ -164,9 +108,9 @@ pub async fn prepare(cfg: &Config) -> Result<Shared, StartError> {
     )?;
     {
         let c = db::connect(cfg.database_url.expose()).await?;
-        let (required, forbidden) = privileges();
-        let role = db::assert_privileges(&c, &required, &forbidden).await?;
-        assert_no_other_writes(&c, &role).await?;
+        // SELECT only, and no write on any table, sequence or the schema (core's
+        // READER_GRANTS, the list the role tests use).
+        db::assert_role_grants(&c, &db::READER_GRANTS).await?;
     }
     let obj = pool.get().await.map_err(|e| DbError::Pool {
         target: db::describe_url(cfg.database_url.expose()),

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use ace_core::db::{stored_u64, DbError};
+use ace_core::db::stored_u64;
 use ace_core::envelope::Envelope;
 use ace_core::state::{service_subject, SnapshotPredicate, MUTATION_V1, SNAPSHOT_V1};
 use ace_core::statement::Statement;
@@ -91,9 +91,9 @@ async fn q(
     sql: &str,
     p: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> Result<Vec<tokio_postgres::Row>, ApiError> {
-    c.query(sql, p)
+    crate::store::query_unnamed(c, what, sql, p)
         .await
-        .map_err(|source| ApiError::from(DbError::Query { what, source }))
+        .map_err(ApiError::from)
 }
 
 pub async fn state_at(c: &Client, service: &str, at: i64) -> Result<StateAt, ApiError> {

@@ -1,15 +1,16 @@
 //! The reader's queries. Each is an indexed lookup or a bounded range in index order: none
-//! can be made to read the whole log. Statements are prepared once per connection.
+//! can be made to read the whole log. Statements are unnamed (see [`query_unnamed`]), so
+//! that the reader works through a transaction-pooling pgbouncer.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use ace_core::db::{stored_hash, stored_u64, DbError};
 use ace_core::merkle::Hash;
 use ace_core::tiles::TileId;
 use base64::Engine;
 use deadpool_postgres::Client;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Row;
 
 use crate::model::{
@@ -32,8 +33,56 @@ async fn query(
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Vec<Row>, DbError> {
-    let stmt = c.prepare_cached(sql).await.map_err(DbError::query(what))?;
-    c.query(&stmt, params).await.map_err(DbError::query(what))
+    query_unnamed(c, what, sql, params).await
+}
+
+/// Parameter types by SQL text, for the whole process: they depend on the schema only.
+static PARAM_TYPES: OnceLock<Mutex<HashMap<String, Vec<Type>>>> = OnceLock::new();
+
+/// Runs `sql` as an unnamed statement: Parse, Bind, Execute and Sync in one message batch,
+/// so a transaction-pooling pgbouncer (before 1.21, which cannot carry named prepared
+/// statements between server connections) runs it all on one server connection. A named
+/// statement would be parsed on one server connection and bound on another ("prepared
+/// statement does not exist"), or collide with another process's of the same name. The
+/// cost is a parse per query, which for these indexed lookups is small.
+pub(crate) async fn query_unnamed(
+    c: &tokio_postgres::Client,
+    what: &'static str,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, DbError> {
+    let types = param_types(c, what, sql).await?;
+    let typed: Vec<(&(dyn ToSql + Sync), Type)> = params.iter().copied().zip(types).collect();
+    c.query_typed(sql, &typed)
+        .await
+        .map_err(DbError::query(what))
+}
+
+/// `sql`'s parameter types, learnt once per process from a statement prepared and closed
+/// inside one transaction (which a transaction pooler keeps on one server connection).
+async fn param_types(
+    c: &tokio_postgres::Client,
+    what: &'static str,
+    sql: &str,
+) -> Result<Vec<Type>, DbError> {
+    let cache = PARAM_TYPES.get_or_init(Default::default);
+    if let Some(t) = cache.lock().ok().and_then(|m| m.get(sql).cloned()) {
+        return Ok(t);
+    }
+    c.batch_execute("BEGIN READ ONLY")
+        .await
+        .map_err(DbError::query(what))?;
+    let types = c.prepare(sql).await.map(|stmt| stmt.params().to_vec());
+    // The statement was dropped above, so its Close goes out before the transaction ends.
+    let end = c
+        .batch_execute(if types.is_ok() { "COMMIT" } else { "ROLLBACK" })
+        .await;
+    let types = types.map_err(DbError::query(what))?;
+    end.map_err(DbError::query(what))?;
+    if let Ok(mut m) = cache.lock() {
+        m.insert(sql.to_owned(), types.clone());
+    }
+    Ok(types)
 }
 
 const BLOCK_HEAD: &str = "SELECT height, tree_size, root_hash, checkpoint FROM ledger_blocks";

@@ -102,15 +102,20 @@ async fn get(app: &Router, uri: &str) -> Answer {
         .oneshot(Request::get(uri).body(Body::empty()).unwrap())
         .await
         .unwrap();
-    let header = |h| {
-        r.headers()
-            .get(h)
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default()
+    // In a block, so that the closure is not held across the await (the future stays Send).
+    let (status, content_type, cache_control) = {
+        let header = |h| {
+            r.headers()
+                .get(h)
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default()
+        };
+        (
+            r.status(),
+            header(axum::http::header::CONTENT_TYPE),
+            header(axum::http::header::CACHE_CONTROL),
+        )
     };
-    let status = r.status();
-    let content_type = header(axum::http::header::CONTENT_TYPE);
-    let cache_control = header(axum::http::header::CACHE_CONTROL);
     let body = axum::body::to_bytes(r.into_body(), 64 << 20)
         .await
         .unwrap()
@@ -1064,4 +1069,82 @@ async fn a_missing_entry_under_its_checkpoint_is_inconsistent_data_not_absent() 
         StatusCode::NOT_FOUND
     );
     assert_eq!(get(&f.app, "/v1/entries/3").await.status, StatusCode::OK);
+}
+
+/// Through a transaction-pooling pgbouncer 1.18 (no named prepared statements across server
+/// connections): the reader starts (its role check included) and answers many requests at
+/// once, its 8 client connections sharing 4 server connections, with verifiable proofs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reader_serves_proofs_through_a_transaction_pooling_pgbouncer() {
+    let db = TestDb::new().await;
+    let signer = NoteSigner::generate(ORIGIN).unwrap();
+    grow(&db, &signer, 0, &[6, 13]).await;
+    let bouncer = ace_testkit::PgBouncer::start(
+        ace_testkit::PG_HOST,
+        ace_testkit::PG_PORT,
+        "transaction",
+        &["ace_reader"],
+    );
+    let cfg = Config {
+        pool_size: 8,
+        database_url: ace_core::config::Secret::new(bouncer.url("ace_reader", &db.name)),
+        ..config(&db, vec![signer.verifier()])
+    };
+    let state = ace_reader::prepare(&cfg)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\npgbouncer log:\n{}", bouncer.log()));
+    let app = ace_reader::router(state);
+
+    let a = get(&app, "/v1/checkpoint").await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let cp = open_checkpoint(&a.text(), &[signer.verifier()]).unwrap();
+    assert_eq!(cp.tree_size, 13);
+
+    // Every entry and its proof, several rounds of them at once.
+    let mut tasks = Vec::new();
+    for round in 0..4 {
+        for index in 0..13u64 {
+            let app = app.clone();
+            tasks.push(tokio::spawn(async move {
+                let uri = if round % 2 == 0 {
+                    format!("/v1/entries/{index}")
+                } else {
+                    format!("/v1/entries/{index}/proof")
+                };
+                (index, uri.clone(), get(&app, &uri).await)
+            }));
+        }
+    }
+    let mut leaves = std::collections::HashMap::new();
+    let mut proofs = Vec::new();
+    for t in tasks {
+        let (index, uri, a) = t.await.unwrap();
+        assert_eq!(
+            a.status,
+            StatusCode::OK,
+            "{uri}: {}\npgbouncer log:\n{}",
+            a.text(),
+            bouncer.log()
+        );
+        let v = a.json();
+        if uri.ends_with("/proof") {
+            proofs.push((index, v));
+        } else {
+            leaves.insert(index, leaf_hash(v["leaf"].as_str().unwrap().as_bytes()));
+        }
+    }
+    assert_eq!(proofs.len(), 26);
+    for (index, p) in proofs {
+        assert_eq!(hash(&p["leaf_hash"]), leaves[&index]);
+        verify_inclusion_proof(
+            &leaves[&index],
+            index,
+            13,
+            &hashes(&p["hashes"]),
+            &cp.root_hash,
+        )
+        .unwrap_or_else(|e| panic!("entry {index}: {e}"));
+    }
+    let c = get(&app, "/v1/consistency?from=6&to=13").await;
+    assert_eq!(c.status, StatusCode::OK, "{}", c.text());
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ace_core::checkpoint::{NoteError, NoteSigner};
-use ace_core::db::{self, DbError, TablePrivilege};
+use ace_core::db::{self, DbError};
 use ace_core::nats::{Names, NatsError, WRITER_CONSUMER};
 use async_nats::jetstream::{
     self, consumer::pull::Stream as PullStream, consumer::PullConsumer, AckKind,
@@ -86,77 +86,6 @@ impl From<batch::PlanError> for BatchError {
     fn from(e: batch::PlanError) -> Self {
         BatchError::Fatal(e.to_string())
     }
-}
-
-/// What the writer needs of its role; anything more on the log is refused.
-const REQUIRED: &[TablePrivilege] = &[
-    TablePrivilege {
-        table: "producers",
-        privilege: "SELECT",
-    },
-    TablePrivilege {
-        table: "producer_keys",
-        privilege: "SELECT",
-    },
-    TablePrivilege {
-        table: "ledger_entries",
-        privilege: "SELECT",
-    },
-    TablePrivilege {
-        table: "ledger_entries",
-        privilege: "INSERT",
-    },
-    TablePrivilege {
-        table: "ledger_subjects",
-        privilege: "INSERT",
-    },
-    TablePrivilege {
-        table: "ledger_tiles",
-        privilege: "SELECT",
-    },
-    TablePrivilege {
-        table: "ledger_tiles",
-        privilege: "INSERT",
-    },
-    TablePrivilege {
-        table: "ledger_blocks",
-        privilege: "SELECT",
-    },
-    TablePrivilege {
-        table: "ledger_blocks",
-        privilege: "INSERT",
-    },
-    TablePrivilege {
-        table: "dlq_items",
-        privilege: "INSERT",
-    },
-    TablePrivilege {
-        table: "key_events",
-        privilege: "SELECT",
-    },
-    TablePrivilege {
-        table: "key_event_entries",
-        privilege: "SELECT",
-    },
-    TablePrivilege {
-        table: "key_event_entries",
-        privilege: "INSERT",
-    },
-];
-
-fn forbidden() -> Vec<TablePrivilege> {
-    let mut v = Vec::new();
-    for table in db::LOG_TABLES {
-        for privilege in ["UPDATE", "DELETE", "TRUNCATE"] {
-            v.push(TablePrivilege { table, privilege });
-        }
-    }
-    for table in ["producers", "producer_keys"] {
-        for privilege in ["INSERT", "UPDATE", "DELETE", "TRUNCATE"] {
-            v.push(TablePrivilege { table, privilege });
-        }
-    }
-    v
 }
 
 /// The sequencer's advisory lock key, per origin, so that several logs can share a database.
@@ -469,7 +398,6 @@ impl Writer {
     ) -> Result<(), WriterError> {
         let mut backoff = Backoff::new(self.cfg.retry_max);
         let url = self.cfg.database_url.expose().to_string();
-        let forbidden = forbidden();
         let key = lock_key(&self.signer_name);
         while !*shutdown.borrow() {
             let mut pg = match db::connect_guarded(&url, self.cfg.db_timeout).await {
@@ -486,7 +414,8 @@ impl Writer {
                 }
             };
             self.status.set_postgres(true);
-            match db::assert_privileges(&pg, REQUIRED, &forbidden).await {
+            // What the writer may hold is core's WRITER_GRANTS, the list the role tests use.
+            match db::assert_role_grants(&pg, &db::WRITER_GRANTS).await {
                 Ok(role) => tracing::debug!(role, "role privileges checked"),
                 Err(e) if e.is_transient() => {
                     self.faults.fault("postgres", &e.to_string());

@@ -10,6 +10,7 @@ mod keys;
 mod leader;
 mod natskill;
 mod outage;
+mod pgbouncer;
 mod policy;
 mod rejections;
 mod roles;
