@@ -173,7 +173,7 @@ impl fmt::Display for Mismatch {
     }
 }
 
-fn mismatch(
+pub(crate) fn mismatch(
     location: Location,
     what: impl Into<String>,
     expected: impl Into<String>,

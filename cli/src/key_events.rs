@@ -22,21 +22,7 @@ use ace_core::key_event::{KeyEvent, KeyHistory, KEY_EVENT_PAYLOAD_TYPE};
 use ace_core::keys::rfc3339_ms;
 use tokio_postgres::Client;
 
-use crate::audit::{Location, Mismatch};
-
-fn mismatch(
-    location: Location,
-    what: impl Into<String>,
-    expected: impl Into<String>,
-    found: impl Into<String>,
-) -> Box<Mismatch> {
-    Box::new(Mismatch {
-        location,
-        what: what.into(),
-        expected: expected.into(),
-        found: found.into(),
-    })
-}
+use crate::audit::{mismatch, Location, Mismatch};
 
 /// The history the log's key events give, and the first key event that does not check
 /// (reported at its index, in the audit's order).

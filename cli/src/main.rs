@@ -470,45 +470,38 @@ async fn producer_cmd(cmd: ProducerCmd) -> Result<i32> {
             reason,
             nats,
             db,
-        } => {
-            let id = parse(&id)?;
-            let mut c = ace_core::db::connect(&db.database_url).await?;
-            let changed = registry::set_suspended(&mut c, &id, true, &reason).await?;
-            println!(
-                "producer {id} {}",
-                if changed {
-                    "suspended"
-                } else {
-                    "was already suspended"
-                }
-            );
-            if let Some(said) = nats.apply(&db.database_url).await? {
-                println!("{said}");
-            }
-        }
+        } => set_status(parse(&id)?, true, &reason, &nats, &db).await?,
         ProducerCmd::Resume {
             id,
             reason,
             nats,
             db,
-        } => {
-            let id = parse(&id)?;
-            let mut c = ace_core::db::connect(&db.database_url).await?;
-            let changed = registry::set_suspended(&mut c, &id, false, &reason).await?;
-            println!(
-                "producer {id} {}",
-                if changed {
-                    "resumed"
-                } else {
-                    "was not suspended"
-                }
-            );
-            if let Some(said) = nats.apply(&db.database_url).await? {
-                println!("{said}");
-            }
-        }
+        } => set_status(parse(&id)?, false, &reason, &nats, &db).await?,
     }
     Ok(0)
+}
+
+/// Suspends or resumes a producer, then re-renders NATS' authorization when asked to.
+async fn set_status(
+    id: ProducerId,
+    suspend: bool,
+    reason: &str,
+    nats: &registry::NatsSync,
+    db: &DbArgs,
+) -> Result<()> {
+    let mut c = ace_core::db::connect(&db.database_url).await?;
+    let changed = registry::set_suspended(&mut c, &id, suspend, reason).await?;
+    let said = match (suspend, changed) {
+        (true, true) => "suspended",
+        (true, false) => "was already suspended",
+        (false, true) => "resumed",
+        (false, false) => "was not suspended",
+    };
+    println!("producer {id} {said}");
+    if let Some(said) = nats.apply(&db.database_url).await? {
+        println!("{said}");
+    }
+    Ok(())
 }
 
 /// A fresh producer signing key, its seed written (hex, 0600) to `out`.
