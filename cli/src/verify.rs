@@ -187,6 +187,10 @@ pub fn check_policy(
         detail,
     };
     let Some(version) = entry.get("policy_version").and_then(Value::as_str) else {
+        if entry.get("producer").and_then(Value::as_str) == Some(ace_core::ids::ProducerId::LEDGER)
+        {
+            return Ok("a key event, appended by the ledger itself (no admission policy)".into());
+        }
         return Ok("no policy version recorded (admitted before versions were kept)".into());
     };
     let source = policy
@@ -596,6 +600,10 @@ mod tests {
             e.starts_with("entry 3: policy check failed: the text served for policy"),
             "{e}"
         );
+        let event = serde_json::json!({"policy_version": null, "producer": "_ledger"});
+        assert!(check_policy(0, &event, None)
+            .unwrap()
+            .starts_with("a key event"));
         let old = check_policy(3, &serde_json::json!({"policy_version": null}), None).unwrap();
         assert!(old.starts_with("no policy version recorded"), "{old}");
     }
