@@ -201,7 +201,8 @@ enum ProducerCmd {
     /// re-render nats-server's authorization). Idempotent: what exists is reported.
     Add {
         id: String,
-        /// Generate the producer's first DSSE signing key; its seed goes here (0600).
+        /// Generate the producer's first DSSE signing key; its seed goes here (0600). If
+        /// the file exists (a rerun), the key in it is registered instead.
         #[arg(long, conflicts_with = "public_key", value_name = "FILE")]
         key_out: Option<PathBuf>,
         /// Register this ed25519 public key (64 hex) as its first key instead.
@@ -444,6 +445,10 @@ async fn producer_cmd(cmd: ProducerCmd) -> Result<i32> {
                 if added { "added" } else { "already registered" }
             );
             let vk = match (key_out, public_key) {
+                // A rerun finds the key file of the first run: the same key, not a new one.
+                (Some(out), _) if out.exists() => {
+                    Some(keyfile::read_signing_key(&out)?.verifying_key())
+                }
                 (Some(out), _) => Some(new_signing_key(&out)?),
                 (None, Some(hexkey)) => Some(keyfile::parse_public_key(&hexkey)?),
                 (None, None) => None,

@@ -137,8 +137,25 @@ async fn each_nats_user_gets_only_its_own_subjects() {
         .try_into()
         .expect("32 bytes");
     keys.push(SigningKey::from_bytes(&acme_bytes));
-    let again = ok(&acectl(&["producer", "add", "acme"], &admin_url));
-    assert!(again.contains("already registered"), "{again}");
+    // Run again: nothing new, the same key and NATS user.
+    let again = ok(&acectl(
+        &[
+            "producer",
+            "add",
+            "acme",
+            "--key-out",
+            key_file.to_str().expect("path"),
+            "--nats-seed-out",
+            seed("acme").to_str().expect("path"),
+        ],
+        &admin_url,
+    ));
+    assert!(
+        again.contains("producer acme already registered")
+            && again.matches("already registered").count() == 2
+            && again.contains("NATS user acme already exists"),
+        "{again}"
+    );
     ok(&acectl(&["producer", "add", "beta"], &admin_url));
     let sk = SigningKey::from_bytes(&rand::thread_rng().gen());
     let vk = sk.verifying_key();
