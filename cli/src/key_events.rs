@@ -29,6 +29,8 @@ use crate::audit::{mismatch, Location, Mismatch};
 #[derive(Debug, Default)]
 pub struct LedgerKeys {
     pub history: KeyHistory,
+    /// Each logged event's payload as the log holds it, by event number.
+    pub payloads: HashMap<u64, Vec<u8>>,
     pub broken: Option<(u64, Box<Mismatch>)>,
     /// Verify every entry's signatures (`--verify-signatures`), not only its admitting key.
     pub verify_signatures: bool,
@@ -66,9 +68,14 @@ pub async fn load(
         let idx: i64 = r.get(0);
         let index = u64::try_from(idx).unwrap_or(0);
         let raw: &[u8] = r.get(1);
-        if let Err(m) = apply(&mut out.history, index, raw, verifiers) {
-            out.broken = Some((index, m));
-            break;
+        match apply(&mut out.history, index, raw, verifiers) {
+            Ok((event, payload)) => {
+                out.payloads.insert(event, payload);
+            }
+            Err(m) => {
+                out.broken = Some((index, m));
+                break;
+            }
         }
     }
     Ok(out)
@@ -79,7 +86,7 @@ fn apply(
     index: u64,
     raw: &[u8],
     verifiers: &[NoteVerifier],
-) -> Result<(), Box<Mismatch>> {
+) -> Result<(u64, Vec<u8>), Box<Mismatch>> {
     let loc = || Location::Entry(index);
     let env = Envelope::parse(raw).map_err(|r| {
         mismatch(
@@ -161,7 +168,8 @@ fn apply(
             ),
             why,
         )
-    })
+    })?;
+    Ok((ev.event, env.payload))
 }
 
 impl LedgerKeys {
@@ -273,12 +281,7 @@ pub async fn check_registry(
         match (logged.get(&event), idx) {
             (Some(&at), Some(i)) if i == at as i64 => {
                 let payload = ev.to_payload();
-                let in_log = c
-                    .query_one("SELECT envelope FROM ledger_entries WHERE idx = $1", &[&i])
-                    .await
-                    .map_err(DbError::query("reading a key event's entry"))?;
-                let env = Envelope::parse(in_log.get::<_, &[u8]>(0)).ok();
-                if env.as_ref().map(|e| e.payload.as_slice()) != Some(payload.as_slice()) {
+                if keys.payloads.get(&event) != Some(&payload) {
                     return Ok(Err(mismatch(
                         loc(format!("key_events row {event}")),
                         "the registry's record of the event differs from the log's entry",
