@@ -175,6 +175,10 @@ CREATE TRIGGER producers_no_delete BEFORE DELETE ON producers
     FOR EACH ROW EXECUTE FUNCTION ace_reject_mutation();
 CREATE TRIGGER producer_keys_no_delete BEFORE DELETE ON producer_keys
     FOR EACH ROW EXECUTE FUNCTION ace_reject_mutation();
+CREATE TRIGGER producers_no_truncate BEFORE TRUNCATE ON producers
+    FOR EACH STATEMENT EXECUTE FUNCTION ace_reject_mutation();
+CREATE TRIGGER producer_keys_no_truncate BEFORE TRUNCATE ON producer_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION ace_reject_mutation();
 
 -- The ledger's own producer, for the entries it appends.
 INSERT INTO producers (producer) VALUES ('_ledger') ON CONFLICT DO NOTHING;

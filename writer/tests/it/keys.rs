@@ -238,6 +238,16 @@ async fn rotation_revocation_and_suspension_are_logged_and_judged_as_the_auditor
         format!("{err:?}").contains("a revocation is final"),
         "{err:?}"
     );
+    // Nor can the registry lose a producer or a key, even to a superuser.
+    for sql in [
+        "DELETE FROM producer_keys",
+        "TRUNCATE producer_keys",
+        "DELETE FROM producers WHERE producer = 'acme'",
+        "TRUNCATE producers CASCADE",
+    ] {
+        let err = admin.batch_execute(sql).await.unwrap_err();
+        assert!(format!("{err:?}").contains("append-only"), "{sql}: {err:?}");
+    }
 
     events_logged(&admin).await;
     w.stop().await;
