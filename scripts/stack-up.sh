@@ -122,10 +122,14 @@ start reader 8081 \
   ACE_LEDGER_VKEYS_FILE="$STACK/ledger.vkey"
 
 echo "== publish a sample statement"
-ACE_PREFIX=$PREFIX $ACECTL publish --producer demo --key "$SECRETS/demo.key" --statement examples/statement.json
+ACK=$(ACE_PREFIX=$PREFIX $ACECTL publish --producer demo --key "$SECRETS/demo.key" --statement examples/statement.json)
+echo "$ACK"
+# The log starts with the key events of demo's registration, so the entry's index is the ack's.
+INDEX=$(printf '%s' "$ACK" | grep -o '"index": *[0-9]*' | grep -o '[0-9]*$' | head -n 1 || true)
+[ -n "$INDEX" ] || { echo "stack-up: the publish ack names no index: $ACK" >&2; exit 1; }
 
-echo "== verify entry 0 through the reader, with nothing but the verifier key"
-$ACECTL verify entry --reader http://127.0.0.1:8081 --ledger-key "$(cat $STACK/ledger.vkey)" --index 0
+echo "== verify entry $INDEX through the reader, with nothing but the verifier key"
+$ACECTL verify entry --reader http://127.0.0.1:8081 --ledger-key "$(cat $STACK/ledger.vkey)" --index "$INDEX"
 
 echo "== anchor (health and metrics on :9102)"
 if [ ! -s "$STACK/anchor-sinks.toml" ]; then
