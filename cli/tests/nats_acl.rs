@@ -4,13 +4,13 @@
 //! out while suspended; the writer works with only its own rights.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use ace_core::checkpoint::NoteSigner;
 use ace_core::envelope::{Envelope, IN_TOTO_PAYLOAD_TYPE};
 use ace_core::nats::Names;
-use ace_testkit::{free_port, unique, TestDb};
+use ace_testkit::{unique, PrivateNats, TestDb};
 use ed25519_dalek::SigningKey;
 use futures::StreamExt;
 use rand::Rng;
@@ -33,50 +33,17 @@ fn ok(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
-struct Server {
-    child: Child,
-    port: u16,
-}
+type Server = PrivateNats;
 
-impl Server {
-    fn start(dir: &Path) -> Server {
-        let port = free_port();
-        let conf = dir.join("server.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listen: \"127.0.0.1:{port}\"\njetstream {{ store_dir: {:?} }}\ninclude \"auth.conf\"\n",
-                dir.join("js").display().to_string()
-            ),
-        )
-        .expect("server config");
-        let child = Command::new("/usr/sbin/nats-server")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.join("server.log")).expect("log"))
-            .spawn()
-            .expect("starting a private nats-server (Debian package nats-server)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server on {port} did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Server { child, port }
-    }
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A private nats-server with JetStream, authorized by the rendered `auth.conf` beside it.
+fn acl_server(dir: &Path) -> Server {
+    PrivateNats::start(
+        dir,
+        &format!(
+            "jetstream {{ store_dir: {:?} }}\ninclude \"auth.conf\"\n",
+            dir.join("js").display().to_string()
+        ),
+    )
 }
 
 async fn connect(url: &str, seed_file: &Path) -> Result<async_nats::Client, String> {
@@ -233,7 +200,7 @@ async fn each_nats_user_gets_only_its_own_subjects() {
     assert!(render(None).contains("4 NATS user(s)"));
     let server = tokio::task::spawn_blocking({
         let dir = dir.clone();
-        move || Server::start(&dir)
+        move || acl_server(&dir)
     })
     .await
     .expect("server");

@@ -6,67 +6,29 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use ace_core::checkpoint::NoteSigner;
 use ace_core::nats::{ConnectOptions, Names, NatsError, Tls};
-use ace_testkit::{free_port, unique, TestCerts, TestDb};
+use ace_testkit::{free_port, unique, PrivateNats, TestCerts, TestDb};
 
-struct Server {
-    child: Child,
-    port: u16,
-}
+type Server = PrivateNats;
 
-impl Server {
-    /// A private nats-server with JetStream and `tls { ... }` as given (the certificate
-    /// paths are filled in from `certs`).
-    fn start(dir: &Path, certs: &TestCerts, verify: bool) -> Server {
-        let port = free_port();
-        let conf = dir.join("server.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listen: \"127.0.0.1:{port}\"\n\
-                 jetstream {{ store_dir: {store:?} }}\n\
-                 tls {{\n  cert_file: {cert:?}\n  key_file: {key:?}\n  ca_file: {ca:?}\n  verify: {verify}\n  timeout: 5\n}}\n",
-                store = dir.join("js").display().to_string(),
-                cert = certs.server_cert().display().to_string(),
-                key = certs.server_key().display().to_string(),
-                ca = certs.ca().display().to_string(),
-            ),
-        )
-        .expect("server config");
-        let child = Command::new("/usr/sbin/nats-server")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.join("server.log")).expect("log"))
-            .spawn()
-            .expect("starting a private nats-server (Debian package nats-server)");
-        // Listening is enough: the INFO line comes before any TLS, so a TCP connect
-        // proves the server is up without a handshake.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server on {port} did not start; see {}",
-                dir.join("server.log").display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Server { child, port }
-    }
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A private nats-server with JetStream and `tls { ... }` (the certificate paths from
+/// `certs`; `verify` asks every client for a certificate).
+fn tls_server(dir: &Path, certs: &TestCerts, verify: bool) -> Server {
+    PrivateNats::start(
+        dir,
+        &format!(
+            "jetstream {{ store_dir: {store:?} }}\n\
+             tls {{\n  cert_file: {cert:?}\n  key_file: {key:?}\n  ca_file: {ca:?}\n  verify: {verify}\n  timeout: 5\n}}\n",
+            store = dir.join("js").display().to_string(),
+            cert = certs.server_cert().display().to_string(),
+            key = certs.server_key().display().to_string(),
+            ca = certs.ca().display().to_string(),
+        ),
+    )
 }
 
 /// A fresh directory with a test PKI in `pki/`.
@@ -78,7 +40,7 @@ fn setup(tag: &str) -> (PathBuf, TestCerts) {
 }
 
 fn start(dir: &Path, certs: &TestCerts, verify: bool) -> Server {
-    Server::start(dir, certs, verify)
+    tls_server(dir, certs, verify)
 }
 
 fn opts(url: &str, tls: Tls) -> ConnectOptions {

@@ -20,7 +20,7 @@ pub use browser::{Browser, BrowserError};
 pub use certs::TestCerts;
 pub use check::{check_log, LogReport};
 pub use db::{drop_database, run_detached, unique, TestDb, TestDbError, PG_HOST, PG_PORT};
-pub use nats::{TestNats, NATS_URL};
+pub use nats::{PrivateNats, TestNats, NATS_URL};
 pub use pgbouncer::PgBouncer;
 pub use pgserver::{free_port, PgServer};
 pub use proxy::TcpProxy;
