@@ -239,19 +239,37 @@ enum ProducerCmd {
     },
 }
 
+/// The key a `key add` or `key rotate` registers: made here, or brought.
+#[derive(Args)]
+struct NewKey {
+    /// Generate a new key and write its seed (hex, 0600) to --out.
+    #[arg(long, requires = "out", conflicts_with = "public_key")]
+    generate: bool,
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// An existing ed25519 public key, 64 hex characters.
+    #[arg(long, required_unless_present = "generate")]
+    public_key: Option<String>,
+}
+
+impl NewKey {
+    fn verifying_key(self) -> Result<ed25519_dalek::VerifyingKey> {
+        match (self.generate, self.out, self.public_key) {
+            (true, Some(out), _) => new_signing_key(&out),
+            (true, None, _) => bail!("--generate needs --out FILE"),
+            (false, _, Some(hexkey)) => keyfile::parse_public_key(&hexkey),
+            (false, _, None) => bail!("give --generate --out FILE or --public-key HEX"),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum KeyCmd {
     /// Register a signing key for a producer; prints its keyid.
     Add {
         producer: String,
-        /// Generate a new key and write its seed (hex, 0600) to --out.
-        #[arg(long, requires = "out", conflicts_with = "public_key")]
-        generate: bool,
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// An existing ed25519 public key, 64 hex characters.
-        #[arg(long, required_unless_present = "generate")]
-        public_key: Option<String>,
+        #[command(flatten)]
+        key: NewKey,
         /// Start of validity (RFC 3339); default now.
         #[arg(long)]
         valid_from: Option<String>,
@@ -265,14 +283,8 @@ enum KeyCmd {
     /// key of the producer after the overlap (both sign meanwhile). Prints the new keyid.
     Rotate {
         producer: String,
-        /// Generate the new key and write its seed (hex, 0600) to --out.
-        #[arg(long, requires = "out", conflicts_with = "public_key")]
-        generate: bool,
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// The new ed25519 public key, 64 hex characters.
-        #[arg(long, required_unless_present = "generate")]
-        public_key: Option<String>,
+        #[command(flatten)]
+        key: NewKey,
         /// How long the old keys stay valid beside the new one: 90s, 15m, 24h, 7d.
         #[arg(long, default_value = "24h")]
         overlap: String,
@@ -516,27 +528,12 @@ fn new_signing_key(out: &std::path::Path) -> Result<ed25519_dalek::VerifyingKey>
     Ok(sk.verifying_key())
 }
 
-fn key_source(
-    generate: bool,
-    out: Option<PathBuf>,
-    public_key: Option<String>,
-) -> Result<ed25519_dalek::VerifyingKey> {
-    match (generate, out, public_key) {
-        (true, Some(out), _) => new_signing_key(&out),
-        (true, None, _) => bail!("--generate needs --out FILE"),
-        (false, _, Some(hexkey)) => keyfile::parse_public_key(&hexkey),
-        (false, _, None) => bail!("give --generate --out FILE or --public-key HEX"),
-    }
-}
-
 async fn key_cmd(cmd: KeyCmd) -> Result<i32> {
     let parse = |id: &str| ProducerId::parse(id).with_context(|| format!("producer id {id:?}"));
     match cmd {
         KeyCmd::Add {
             producer,
-            generate,
-            out,
-            public_key,
+            key,
             valid_from,
             valid_until,
             db,
@@ -544,7 +541,7 @@ async fn key_cmd(cmd: KeyCmd) -> Result<i32> {
             let producer = parse(&producer)?;
             let from = parse_time("--valid-from", valid_from.as_deref())?;
             let until = parse_time("--valid-until", valid_until.as_deref())?;
-            let vk = key_source(generate, out, public_key)?;
+            let vk = key.verifying_key()?;
             let mut c = ace_core::db::connect(&db.database_url).await?;
             match registry::add_key(&mut c, &producer, &vk, from, until).await? {
                 registry::KeyAdded::Added(k) => println!("{k}"),
@@ -556,15 +553,13 @@ async fn key_cmd(cmd: KeyCmd) -> Result<i32> {
         }
         KeyCmd::Rotate {
             producer,
-            generate,
-            out,
-            public_key,
+            key,
             overlap,
             db,
         } => {
             let producer = parse(&producer)?;
             let overlap = registry::parse_duration(&overlap).context("--overlap")?;
-            let vk = key_source(generate, out, public_key)?;
+            let vk = key.verifying_key()?;
             let mut c = ace_core::db::connect(&db.database_url).await?;
             let r = registry::rotate_key(&mut c, &producer, &vk, overlap).await?;
             for (k, until) in &r.retiring {
