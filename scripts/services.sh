@@ -24,7 +24,12 @@ ensure_packages() {
   # prometheus-node-exporter, a second daemon nothing here uses.
   local promtool=0
   command -v promtool >/dev/null 2>&1 || promtool=1
-  if [ ${#missing[@]} -gt 0 ] || [ "$promtool" -eq 1 ]; then
+  # The static check of docker-compose.yml (testkit/tests/compose.rs) runs a real compose
+  # parser: the `docker compose` plugin if there is one, else Debian's docker-compose 1.29,
+  # installed without Recommends (docker.io: a Docker engine, which nothing here runs).
+  local compose=0
+  docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1 || compose=1
+  if [ ${#missing[@]} -gt 0 ] || [ "$promtool" -eq 1 ] || [ "$compose" -eq 1 ]; then
     as_root apt-get update -qq
   fi
   if [ ${#missing[@]} -gt 0 ]; then
@@ -35,6 +40,10 @@ ensure_packages() {
     echo "installing from apt: prometheus (for promtool only)"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
     stop_prometheus_server
+  fi
+  if [ "$compose" -eq 1 ]; then
+    echo "installing from apt: docker-compose (to parse docker-compose.yml; no engine)"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose
   fi
   if ! command -v cargo >/dev/null 2>&1; then
     echo "cargo is missing: install a Rust toolchain (1.89 or newer, e.g. with rustup) and re-run" >&2
