@@ -278,8 +278,14 @@ pub fn check_entry(
         return Err(fail("leaf", detail));
     }
 
-    // 3. A signature by a key of the producer, valid when the entry was integrated.
-    let registry = registry(keys).map_err(|e| fail("keys", e))?;
+    // 3. A signature by a key of the producer, valid when the entry was integrated. Key
+    // events are the ledger's own: signed by a ledger key the verifier was given, which
+    // `/v1/keys` does not list among producers' keys.
+    let registry = if producer == ace_core::ids::ProducerId::LEDGER {
+        ledger_registry(verifiers)
+    } else {
+        registry(keys).map_err(|e| fail("keys", e))?
+    };
     let keyid = verify_envelope(&env, &env.pae(), &producer, &registry, integrated_time)
         .map_err(|r| fail("signature", format!("{}: {}", r.code, r.detail)))?;
 
@@ -375,6 +381,19 @@ fn ms(v: &Value, what: &str) -> Result<Option<i64>, String> {
             .map_err(|e| format!("{what} {s:?}: {e}")),
         other => Err(format!("{what} is {other}, not an RFC 3339 string")),
     }
+}
+
+/// The ledger keys (`--ledger-key`) as the `_ledger` producer's keys, valid forever: the
+/// checkpoint signature of the same run is what ties them to the log.
+fn ledger_registry(verifiers: &[NoteVerifier]) -> HashMap<String, RegisteredKey> {
+    verifiers
+        .iter()
+        .map(|v| {
+            let k =
+                RegisteredKey::new(ace_core::ids::ProducerId::LEDGER, *v.public_key(), i64::MIN);
+            (k.keyid.as_str().to_owned(), k)
+        })
+        .collect()
 }
 
 /// The producer keys of `/v1/keys`, by keyid, each checked against its public key.

@@ -98,7 +98,7 @@ impl<'a> Runner<'a> {
                 self.remember(outcomes, p.to.as_deref().unwrap_or(&p.as_user));
                 Ok(())
             }
-            Action::Verify(v) => self.verify(v.max.unwrap_or(10)).await,
+            Action::Verify(v) => self.verify(v.index, v.max.unwrap_or(10)).await,
             Action::Consistency(_) => {
                 let state = self.stack.dir.join("trusted-checkpoint.note");
                 let reader = self.stack.url("reader");
@@ -505,12 +505,15 @@ impl<'a> Runner<'a> {
         self.last = outcomes;
     }
 
-    async fn verify(&mut self, max: usize) -> Result<(), String> {
-        let indexes: Vec<u64> = self
-            .last
-            .iter()
-            .filter_map(|o| o.ack.as_ref().and_then(|a| a.index))
-            .collect();
+    async fn verify(&mut self, index: Option<u64>, max: usize) -> Result<(), String> {
+        let indexes: Vec<u64> = match index {
+            Some(i) => vec![i],
+            None => self
+                .last
+                .iter()
+                .filter_map(|o| o.ack.as_ref().and_then(|a| a.index))
+                .collect(),
+        };
         if indexes.is_empty() {
             return Err("the last publish has no entry to verify".into());
         }

@@ -236,6 +236,8 @@ pub struct VerifySpec {
     /// Verify at most this many of the last publish's entries (first, last, evenly
     /// spaced between); default 10.
     pub max: Option<usize>,
+    /// Verify this entry instead (e.g. 0, the ledger's first key event).
+    pub index: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
