@@ -152,9 +152,10 @@ enum NatsCmd {
         /// writer's worst batch time.
         #[arg(long, default_value_t = 30)]
         ack_wait_secs: u64,
-        /// Stream replicas (3 on a JetStream cluster).
-        #[arg(long, default_value_t = 1)]
-        replicas: usize,
+        /// Stream replicas (3 on a JetStream cluster). Unset: existing streams keep theirs,
+        /// new ones get 1.
+        #[arg(long)]
+        replicas: Option<usize>,
     },
     /// Make an NKey user for a producer or a service: the seed goes to --seed-out (0600,
     /// never overwritten), the public key into the ledger's `nats_users`. Idempotent.
@@ -347,6 +348,9 @@ async fn run(cli: Cli) -> Result<i32> {
             }
             for m in report.applied {
                 println!("applied {m}");
+            }
+            for g in report.restored_grants {
+                println!("restored grant: {g}");
             }
         }
         Cmd::Db {

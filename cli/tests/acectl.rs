@@ -69,15 +69,57 @@ async fn a_ledger_set_up_and_fed_with_acectl_alone() {
         "{a}\n{b}"
     );
     assert_eq!(ok(&acectl(&["db", "migrate"], &dbenv)), "schema up to date");
+    // A grant revoked by hand comes back with a rerun, and only the grants of the list.
+    let c = ace_core::db::connect(&url).await.unwrap();
+    c.batch_execute(
+        "REVOKE SELECT ON ledger_tiles FROM ace_reader; \
+         REVOKE USAGE ON SEQUENCE dlq_items_id_seq FROM ace_writer",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        ok(&acectl(&["db", "migrate"], &dbenv)),
+        "schema up to date\n\
+         restored grant: USAGE on sequence dlq_items_id_seq to ace_writer\n\
+         restored grant: SELECT on ledger_tiles to ace_reader"
+    );
+    let back: bool = c
+        .query_one(
+            "SELECT has_table_privilege('ace_reader', 'ledger_tiles', 'SELECT') \
+               AND has_sequence_privilege('ace_writer', 'dlq_items_id_seq', 'USAGE')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(back);
+    assert_eq!(ok(&acectl(&["db", "migrate"], &dbenv)), "schema up to date");
 
     let natsenv = [("ACE_PREFIX", prefix.as_str())];
-    for _ in 0..2 {
-        let out = ok(&acectl(&["nats", "init"], &natsenv));
+    // Idempotent; the second run through a seed list, a cluster's form of ACE_NATS_URL.
+    for url in [
+        "nats://127.0.0.1:4222",
+        "nats://127.0.0.1:4222, nats://localhost:4222",
+    ] {
+        let env = [("ACE_PREFIX", prefix.as_str()), ("ACE_NATS_URL", url)];
+        let out = ok(&acectl(&["nats", "init"], &env));
         assert!(
             out.contains(&format!("{}_INTAKE", prefix.to_uppercase())),
             "{out}"
         );
     }
+    let bad = acectl(
+        &["nats", "init"],
+        &[
+            ("ACE_PREFIX", prefix.as_str()),
+            ("ACE_NATS_URL", "nats://127.0.0.1:4222,nats://[::1"),
+        ],
+    );
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && said.contains("NATS URL nats://[::1: "),
+        "{said}"
+    );
 
     let key_path = dir.join("ledger.key");
     let vkey = ok(&acectl(

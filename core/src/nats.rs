@@ -21,6 +21,8 @@ pub enum NatsError {
         url: String,
         source: async_nats::ConnectError,
     },
+    #[error("NATS URL {url}: {reason}")]
+    BadUrl { url: String, reason: String },
     #[error("cannot read NATS credentials {path}: {source}")]
     Credentials {
         path: String,
@@ -135,8 +137,10 @@ pub struct InitOptions {
     pub max_ack_pending: i64,
     /// How long the intake stream keeps messages (they are in Postgres once acked).
     pub intake_max_age: Duration,
-    /// Replicas for every stream (1 on a single server; 3 on a cluster).
-    pub replicas: usize,
+    /// Replicas for every stream (1 on a single server; 3 on a cluster). `None` keeps an
+    /// existing stream's count (so a rerun without it never shrinks a replicated stream)
+    /// and makes new streams with 1.
+    pub replicas: Option<usize>,
 }
 
 impl Default for InitOptions {
@@ -145,7 +149,7 @@ impl Default for InitOptions {
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 20_000,
             intake_max_age: Duration::from_secs(30 * 24 * 3600),
-            replicas: 1,
+            replicas: None,
         }
     }
 }
@@ -157,7 +161,7 @@ pub fn stream_configs(names: &Names, opts: &InitOptions) -> Vec<stream::Config> 
         storage: stream::StorageType::File,
         retention: stream::RetentionPolicy::Limits,
         max_age,
-        num_replicas: opts.replicas,
+        num_replicas: opts.replicas.unwrap_or(1),
         ..Default::default()
     };
     vec![
@@ -208,8 +212,15 @@ pub async fn init(
     names: &Names,
     opts: &InitOptions,
 ) -> Result<(), NatsError> {
-    for cfg in stream_configs(names, opts) {
+    for mut cfg in stream_configs(names, opts) {
         let name = cfg.name.clone();
+        if opts.replicas.is_none() {
+            if let Ok(mut existing) = js.get_stream(&name).await {
+                if let Ok(info) = existing.info().await {
+                    cfg.num_replicas = info.config.num_replicas;
+                }
+            }
+        }
         js.create_or_update_stream(cfg)
             .await
             .map_err(|e| NatsError::Stream {
@@ -463,7 +474,22 @@ pub async fn connect(opts: &ConnectOptions) -> Result<async_nats::Client, NatsEr
         .split(',')
         .any(|u| u.trim().to_ascii_lowercase().starts_with("tls://"));
     co = co.require_tls(tls.is_configured() || tls_url);
-    co.connect(&opts.url).await.map_err(|source| {
+    // A cluster's seed list, `nats://a:4222,nats://b:4222`: async-nats takes a list of
+    // addresses, not one comma-separated string.
+    let servers = opts
+        .url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            u.parse::<async_nats::ServerAddr>()
+                .map_err(|e| NatsError::BadUrl {
+                    url: crate::config::redact_url(u),
+                    reason: e.to_string(),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    co.connect(servers).await.map_err(|source| {
         // A URL may carry a password (nats://user:pass@host): never in an error.
         let url = crate::config::redact_url(&opts.url);
         match tls_problem(&source, tls) {
