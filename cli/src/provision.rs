@@ -303,6 +303,9 @@ pub async fn provision(args: &ProvisionArgs) -> Result<Vec<String>> {
     }
 
     let m = db::migrate(&mut client).await?;
+    for g in &m.restored_grants {
+        report.push(format!("restored grant: {g}"));
+    }
     if m.applied.is_empty() {
         report.push("schema and grants: up to date".into());
     } else {

@@ -302,6 +302,9 @@ pub fn pool_with(
 #[derive(Debug, Clone)]
 pub struct MigrateReport {
     pub applied: Vec<String>,
+    /// Service roles' grants that were missing and were given back (`SELECT on
+    /// ledger_entries to ace_reader`): a grant revoked by hand is restored by a rerun.
+    pub restored_grants: Vec<String>,
 }
 
 /// Create the roles if missing, then apply pending migrations as `ace_owner`, all under
@@ -371,6 +374,11 @@ async fn migrate_locked(client: &mut Client) -> Result<MigrateReport, DbError> {
         .set_abort_missing(true)
         .run_async(client)
         .await;
+    // As the tables' owner: the grants each service's start check requires.
+    let restored = match &report {
+        Ok(_) => restore_grants(client).await,
+        Err(_) => Ok(Vec::new()),
+    };
     if user != "ace_owner" {
         let _ = client.batch_execute("RESET ROLE").await;
     }
@@ -381,7 +389,57 @@ async fn migrate_locked(client: &mut Client) -> Result<MigrateReport, DbError> {
             .iter()
             .map(|m| m.to_string())
             .collect(),
+        restored_grants: restored?,
     })
+}
+
+/// Gives each service role back any privilege of [`SERVICE_GRANTS`] it lacks (the
+/// migrations granted them once; a hand-made REVOKE would otherwise stay). Grants nothing
+/// beyond them: the start checks refuse a role with more.
+async fn restore_grants(client: &Client) -> Result<Vec<String>, DbError> {
+    let mut restored = Vec::new();
+    for g in &SERVICE_GRANTS {
+        let wanted = g
+            .reads
+            .iter()
+            .map(|t| ("SELECT", *t, false))
+            .chain(g.appends.iter().map(|t| ("INSERT", *t, false)))
+            .chain(g.sequences.iter().map(|s| ("USAGE", *s, true)));
+        for (privilege, object, sequence) in wanted {
+            let check = if sequence {
+                "SELECT has_sequence_privilege($1, $2, $3)"
+            } else {
+                "SELECT has_table_privilege($1, $2, $3)"
+            };
+            let has: bool = client
+                .query_one(check, &[&g.role, &object, &privilege])
+                .await
+                .map_err(DbError::query("checking the service roles' grants"))?
+                .get(0);
+            if has {
+                continue;
+            }
+            let what = if sequence { "SEQUENCE " } else { "" };
+            client
+                .batch_execute(&format!(
+                    "GRANT {privilege} ON {what}{object} TO {}",
+                    g.role
+                ))
+                .await
+                .map_err(|e| {
+                    DbError::Migrate(format!(
+                        "restoring {privilege} on {object} to {}: {}",
+                        g.role,
+                        describe_pg(&e)
+                    ))
+                })?;
+            restored.push(
+                format!("{privilege} on {what}{object} to {}", g.role)
+                    .replace("SEQUENCE ", "sequence "),
+            );
+        }
+    }
+    Ok(restored)
 }
 
 /// A privilege on a table, as `has_table_privilege` names it.
