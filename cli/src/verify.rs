@@ -464,7 +464,23 @@ async fn consistency(a: ConsistencyArgs) -> Result<String, VerifyError> {
             "/v1/consistency?from={}&to={}",
             old.tree_size, new.tree_size
         );
-        let v = reader.get_json(&path).await?;
+        let v = match reader.get_json(&path).await {
+            // The reader, which just served its signed checkpoint, says it has no
+            // checkpoint at the trusted size: it cannot prove that its log extends the
+            // trusted one, so it is not verified (a rollback continued by a writer, or a
+            // fork), not a failure to run.
+            Err(HttpError::Status {
+                status: 400 | 404,
+                detail,
+                ..
+            }) => {
+                return Err(VerifyError::Fork(format!(
+                    "FORK or rollback: the reader's log (tree size {}) cannot prove that it extends the trusted checkpoint at tree size {}: {detail}",
+                    new.tree_size, old.tree_size
+                )))
+            }
+            other => other?,
+        };
         hashes(&v["hashes"]).map_err(|e| {
             VerifyError::Http(HttpError::Failed {
                 url: reader.url(&path),

@@ -359,6 +359,20 @@ async fn verify_consistency_follows_the_log_and_refuses_forks_loudly() {
         "400",
         "a fork must not move the trusted state"
     );
+    // Another history with no checkpoint at the trusted size (a restore from an older
+    // backup that a writer then continued): not provable, so not verified (exit 1).
+    let e = TestDb::new().await;
+    grow(&e, &signer, 3, 0, &[300, 600]).await;
+    let re = reader(&e, &signer).await;
+    let unprovable = check(re.url.clone()).await;
+    assert_eq!(unprovable.code, 1, "{}{}", unprovable.out, unprovable.err);
+    assert!(
+        unprovable.err.contains("FORK or rollback")
+            && unprovable.err.contains("no checkpoint has tree size 400"),
+        "{}",
+        unprovable.err
+    );
+    assert_eq!(state_size(&state), "400");
 
     // A smaller log: a rollback or a lagging replica, refused, state kept.
     let c = TestDb::new().await;
