@@ -159,9 +159,11 @@ pub async fn run(state: Arc<crate::web::AppState>, mut stop: tokio::sync::watch:
         };
         m.figures_up.set(1);
         let writers = state.writer_scrapes().await;
-        let reachable = writers.iter().any(|s| s.result.is_ok());
         let figures = crate::figures::writer_figures(&writers);
-        let leaders = reachable.then_some(figures.leaders);
+        // An unreachable writer is not a leader: with every configured writer down, none
+        // holds the lock (0), which is what the alert is for. Only without configured
+        // writers is the count unknown.
+        let leaders = (!writers.is_empty()).then_some(figures.leaders);
         m.dlq_open.set(health.dlq_open);
         for s in &health.sinks {
             m.anchor_lag.with_label_values(&[&s.sink]).set(s.lag_blocks);

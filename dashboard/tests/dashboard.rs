@@ -418,6 +418,42 @@ async fn alert_hooks_post_to_the_webhook_and_set_the_gauges() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_writer_unreachable_no_writer_leads_and_the_alert_fires() {
+    // A configured writer nobody listens for: down, so not holding the sequencer lock.
+    let dead = format!("http://127.0.0.1:{}", ace_testkit::free_port());
+    let stack = Stack::start(Opts {
+        tweak: Box::new(move |c| {
+            c.writer_urls = vec![dead];
+            c.alert_interval = Duration::from_secs(1);
+            c.alerts.no_leader_for = Duration::from_secs(1);
+        }),
+        ..Opts::default()
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = reqwest::get(format!("{}/metrics", stack.dashboard))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("body");
+        if metrics.contains("ace_dashboard_alert_firing{alert=\"AceWriterWithoutLeader\"} 1") {
+            assert!(
+                metrics.contains("ace_dashboard_writer_leaders 0"),
+                "{metrics}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "AceWriterWithoutLeader did not fire:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_role_can_change_nothing_but_append() {
     let db = ace_testkit::TestDb::new().await;
     let admin = db.admin().await;
