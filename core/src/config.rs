@@ -1,9 +1,18 @@
 //! Reading settings: every setting `ACE_X` may instead be given as `ACE_X_FILE`, the path
-//! of a file holding the value (for secrets: DSNs with passwords, keys). Only the services'
+//! of a file holding the value (for secrets: DSNs with passwords, keys). A service's
+//! settings may also come from a TOML file named by `ACE_CONFIG_FILE` whose keys are the
+//! same names (`ACE_BATCH_MAX_DELAY_MS = 20`, `ACE_DATABASE_URL_FILE = "/etc/ace/dsn"`):
+//! a name set both there and in the environment is refused, and so is a name the service
+//! does not read, so a typo or a conflict never passes silently. Only the services'
 //! `config.rs` call this; tests build their `Config` structs directly.
 
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
+
+/// The variable naming a service's settings file.
+pub const CONFIG_FILE_VAR: &str = "ACE_CONFIG_FILE";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -23,6 +32,18 @@ pub enum ConfigError {
     },
     #[error("{var} is required: {hint}")]
     Missing { var: String, hint: String },
+    #[error("{CONFIG_FILE_VAR} {path}: {reason}")]
+    ConfigFile { path: String, reason: String },
+    #[error(
+        "{var} is set both in the environment and in {CONFIG_FILE_VAR} {path}; set it in one place"
+    )]
+    Conflict { var: String, path: String },
+    #[error("{CONFIG_FILE_VAR} {path}: {var} is not a setting of this service{hint}")]
+    Unknown {
+        var: String,
+        path: String,
+        hint: &'static str,
+    },
 }
 
 /// A setting that must not appear in logs or Debug output.
@@ -101,6 +122,70 @@ type Lookup<'a> = Box<dyn Fn(&str) -> Option<String> + 'a>;
 
 pub struct Env<'a> {
     get: Lookup<'a>,
+    file: Option<ConfigFile>,
+    /// Every name looked up, to refuse the file's names no setting read.
+    asked: RefCell<BTreeSet<String>>,
+}
+
+/// The settings of an `ACE_CONFIG_FILE`, as text.
+struct ConfigFile {
+    path: String,
+    values: BTreeMap<String, String>,
+}
+
+impl ConfigFile {
+    fn read(path: &str) -> Result<ConfigFile, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::ConfigFile {
+            path: path.into(),
+            reason: format!("cannot read it: {e}"),
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Top-level keys only, each an `ACE_` name; strings, numbers and booleans as their
+    /// text, arrays of them joined by commas (the list settings' form).
+    fn parse(path: &str, text: &str) -> Result<ConfigFile, ConfigError> {
+        let bad = |reason: String| ConfigError::ConfigFile {
+            path: path.into(),
+            reason,
+        };
+        let table: toml::Table = text.parse().map_err(|e| bad(format!("not TOML: {e}")))?;
+        let scalar = |key: &str, v: &toml::Value| -> Result<String, ConfigError> {
+            Ok(match v {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => {
+                    return Err(bad(format!(
+                        "{key} is a {}; give a string, number, boolean or an array of them",
+                        other.type_str()
+                    )))
+                }
+            })
+        };
+        let mut values = BTreeMap::new();
+        for (key, v) in &table {
+            if !key.starts_with("ACE_") || key == CONFIG_FILE_VAR {
+                return Err(bad(format!(
+                    "{key}: the keys are the services' ACE_ settings (not {CONFIG_FILE_VAR})"
+                )));
+            }
+            let text = match v {
+                toml::Value::Array(items) => items
+                    .iter()
+                    .map(|i| scalar(key, i))
+                    .collect::<Result<Vec<_>, _>>()?
+                    .join(","),
+                other => scalar(key, other)?,
+            };
+            values.insert(key.clone(), text);
+        }
+        Ok(ConfigFile {
+            path: path.into(),
+            values,
+        })
+    }
 }
 
 impl Default for Env<'_> {
@@ -110,20 +195,87 @@ impl Default for Env<'_> {
 }
 
 impl<'a> Env<'a> {
+    /// The process environment alone (no settings file).
     pub fn process() -> Self {
-        Env {
-            get: Box::new(|k| std::env::var(k).ok()),
-        }
+        Self::from_fn(|k| std::env::var(k).ok())
+    }
+
+    /// The process environment and, when `ACE_CONFIG_FILE` names one, its settings file.
+    /// A service reads its config from this, then calls [`Env::finish`].
+    ///
+    /// # Errors
+    /// The file cannot be read or is not a settings file.
+    pub fn service() -> Result<Self, ConfigError> {
+        Self::with_config_file(|k| std::env::var(k).ok())
+    }
+
+    /// As [`Env::service`] with another environment (tests).
+    pub fn with_config_file(f: impl Fn(&str) -> Option<String> + 'a) -> Result<Self, ConfigError> {
+        let file = match f(CONFIG_FILE_VAR).filter(|p| !p.is_empty()) {
+            Some(path) => Some(ConfigFile::read(&path)?),
+            None => None,
+        };
+        Ok(Env {
+            get: Box::new(f),
+            file,
+            asked: RefCell::default(),
+        })
     }
 
     pub fn from_fn(f: impl Fn(&str) -> Option<String> + 'a) -> Self {
-        Env { get: Box::new(f) }
+        Env {
+            get: Box::new(f),
+            file: None,
+            asked: RefCell::default(),
+        }
+    }
+
+    /// After the config is read: every name of the settings file must be one the service
+    /// read (a misspelt or misplaced setting is an error, not a silent default).
+    ///
+    /// # Errors
+    /// [`ConfigError::Unknown`] naming the first such name.
+    pub fn finish(&self) -> Result<(), ConfigError> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let asked = self.asked.borrow();
+        match file.values.keys().find(|k| !asked.contains(*k)) {
+            None => Ok(()),
+            Some(var) => Err(ConfigError::Unknown {
+                var: var.clone(),
+                path: file.path.clone(),
+                hint: match var.as_str() {
+                    "ACE_LOG" | "ACE_WRITER_CRASH_AT" => " (it is read from the environment only)",
+                    _ => " (see docs/operator.md, \"Settings\")",
+                },
+            }),
+        }
+    }
+
+    /// One name, from the environment or the settings file (never both).
+    fn lookup(&self, var: &str) -> Result<Option<String>, ConfigError> {
+        self.asked.borrow_mut().insert(var.to_string());
+        let env = (self.get)(var).filter(|v| !v.is_empty());
+        let file = self
+            .file
+            .as_ref()
+            .and_then(|f| f.values.get(var).cloned().map(|v| (v, &f.path)))
+            .filter(|(v, _)| !v.is_empty());
+        match (env, file) {
+            (Some(_), Some((_, path))) => Err(ConfigError::Conflict {
+                var: var.into(),
+                path: path.clone(),
+            }),
+            (Some(v), None) | (None, Some((v, _))) => Ok(Some(v)),
+            (None, None) => Ok(None),
+        }
     }
 
     /// `var` or the trimmed contents of the file named by `var_FILE`.
     pub fn get(&self, var: &str) -> Result<Option<String>, ConfigError> {
-        let direct = (self.get)(var).filter(|v| !v.is_empty());
-        let file = (self.get)(&format!("{var}_FILE")).filter(|v| !v.is_empty());
+        let direct = self.lookup(var)?;
+        let file = self.lookup(&format!("{var}_FILE"))?;
         match (direct, file) {
             (Some(_), Some(_)) => Err(ConfigError::Ambiguous { var: var.into() }),
             (Some(v), None) => Ok(Some(v)),
@@ -228,6 +380,105 @@ mod tests {
         assert_eq!(
             e.get("ACE_DATABASE_URL").unwrap().as_deref(),
             Some("postgres://x@y/z")
+        );
+    }
+
+    fn settings_file(text: &str) -> String {
+        let dir = std::env::temp_dir().join(format!(
+            "ace-config-file-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("service.toml");
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+
+    fn rand_suffix() -> u64 {
+        use std::time::{SystemTime, UNIX_EPOCH};
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+    }
+
+    #[test]
+    fn a_settings_file_gives_settings_and_refuses_conflicts_and_strangers() {
+        let dsn = settings_file("postgres://w@db/ace\n");
+        let path = settings_file(&format!(
+            "ACE_BATCH_MAX_DELAY_MS = 20\nACE_ALLOWED_PAYLOAD_TYPES = [\"a/b\", \"c/d\"]\n\
+             ACE_DATABASE_URL_FILE = {dsn:?}\nACE_DASHBOARD_COOKIE_SECURE = true\n"
+        ));
+        let vars = env(&[(CONFIG_FILE_VAR, path.as_str()), ("ACE_PREFIX", "p")]);
+        let e = Env::with_config_file(|k| vars.get(k).cloned()).unwrap();
+        assert_eq!(e.parse("ACE_BATCH_MAX_DELAY_MS", 50u64).unwrap(), 20);
+        assert_eq!(
+            e.list("ACE_ALLOWED_PAYLOAD_TYPES", &[]).unwrap(),
+            vec!["a/b", "c/d"]
+        );
+        assert_eq!(
+            e.get("ACE_DATABASE_URL").unwrap().as_deref(),
+            Some("postgres://w@db/ace")
+        );
+        assert_eq!(e.string("ACE_PREFIX", "ace").unwrap(), "p");
+        // A name the service never asked for: refused, named with the file.
+        let err = e.finish().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!("ACE_CONFIG_FILE {path}: ACE_DASHBOARD_COOKIE_SECURE is not a setting of this service (see docs/operator.md, \"Settings\")")
+        );
+        assert!(e.parse("ACE_DASHBOARD_COOKIE_SECURE", false).unwrap());
+        e.finish().unwrap();
+
+        // Set in both places: refused.
+        let vars = env(&[
+            (CONFIG_FILE_VAR, path.as_str()),
+            ("ACE_BATCH_MAX_DELAY_MS", "5"),
+        ]);
+        let e = Env::with_config_file(|k| vars.get(k).cloned()).unwrap();
+        let err = e
+            .parse("ACE_BATCH_MAX_DELAY_MS", 50u64)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "ACE_BATCH_MAX_DELAY_MS is set both in the environment and in ACE_CONFIG_FILE"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_bad_settings_file_is_named() {
+        for (text, why) in [
+            ("ACE_X = [", "not TOML"),
+            (
+                "prefix = \"ace\"",
+                "prefix: the keys are the services' ACE_ settings",
+            ),
+            ("ACE_CONFIG_FILE = \"x\"", "ACE_CONFIG_FILE: the keys"),
+            ("[ACE_TABLE]\nx = 1", "ACE_TABLE is a table"),
+        ] {
+            let path = settings_file(text);
+            let vars = env(&[(CONFIG_FILE_VAR, path.as_str())]);
+            let err = Env::with_config_file(|k| vars.get(k).cloned())
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                err.starts_with(&format!("ACE_CONFIG_FILE {path}: ")) && err.contains(why),
+                "{text}: {err}"
+            );
+        }
+        let vars = env(&[(CONFIG_FILE_VAR, "/nonexistent/ace.toml")]);
+        let err = Env::with_config_file(|k| vars.get(k).cloned())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("/nonexistent/ace.toml: cannot read it"),
+            "{err}"
         );
     }
 

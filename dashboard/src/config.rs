@@ -86,8 +86,12 @@ pub struct Config {
 }
 
 impl Config {
+    /// From the environment and, if `ACE_CONFIG_FILE` names one, the settings file.
     pub fn from_env() -> Result<Config, ConfigError> {
-        Self::from(&Env::process())
+        let env = Env::service()?;
+        let config = Self::from(&env)?;
+        env.finish()?;
+        Ok(config)
     }
 
     /// Every setting at its default (the one place defaults live).

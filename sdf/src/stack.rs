@@ -366,24 +366,31 @@ impl Stack {
             ),
         )?;
 
-        let mut writer_env: Vec<(String, String)> = vec![
-            ("ACE_LEDGER_KEY_FILE".into(), path(&ledger_key).into()),
-            ("ACE_BATCH_MAX_DELAY_MS".into(), "20".into()),
-        ];
+        // The writer's own settings through a settings file (ACE_CONFIG_FILE), as an
+        // operator may keep them; the shared ones (database, NATS, prefix) come from the
+        // environment like the other services'.
+        let mut writer_toml = format!(
+            "ACE_LEDGER_KEY_FILE = {:?}\nACE_BATCH_MAX_DELAY_MS = 20\n",
+            path(&ledger_key)
+        );
         if !spec.allowed_payload_types.is_empty() {
-            writer_env.push((
-                "ACE_ALLOWED_PAYLOAD_TYPES".into(),
-                spec.allowed_payload_types.join(","),
+            writer_toml.push_str(&format!(
+                "ACE_ALLOWED_PAYLOAD_TYPES = {:?}\n",
+                spec.allowed_payload_types
             ));
         }
         if let Some(n) = spec.max_envelope_bytes {
-            writer_env.push(("ACE_MAX_ENVELOPE_BYTES".into(), n.to_string()));
+            writer_toml.push_str(&format!("ACE_MAX_ENVELOPE_BYTES = {n}\n"));
         }
         if let Some(policy) = &spec.policy {
             let f = dir.join("policy.toml");
             write(&f, policy)?;
-            writer_env.push(("ACE_POLICY_FILE".into(), path(&f).into()));
+            writer_toml.push_str(&format!("ACE_POLICY_FILE = {:?}\n", path(&f)));
         }
+        let writer_config = dir.join("writer.toml");
+        write(&writer_config, &writer_toml)?;
+        let writer_env: Vec<(String, String)> =
+            vec![("ACE_CONFIG_FILE".into(), path(&writer_config).into())];
 
         let mut stack = Stack {
             dir,
