@@ -169,29 +169,10 @@ impl<'a> Runner<'a> {
                 Ok(())
             }
             Action::Suspend(s) => {
-                let mut args: Vec<String> = vec![
-                    "producer".into(),
-                    "suspend".into(),
-                    s.producer.clone(),
-                    "--reason".into(),
-                    s.reason.clone(),
-                ];
-                args.extend(self.stack.nats_sync_args());
-                self.acectl(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
-                self.conns.remove(&s.producer);
-                // SIGHUP is asynchronous: give the server its reload.
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                Ok(())
+                self.producer_state("suspend", &s.producer, Some(&s.reason))
+                    .await
             }
-            Action::Resume(s) => {
-                let mut args: Vec<String> =
-                    vec!["producer".into(), "resume".into(), s.producer.clone()];
-                args.extend(self.stack.nats_sync_args());
-                self.acectl(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
-                self.conns.remove(&s.producer);
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                Ok(())
-            }
+            Action::Resume(s) => self.producer_state("resume", &s.producer, None).await,
             Action::Sleep(d) => {
                 tokio::time::sleep(spec::duration(d)?).await;
                 Ok(())
@@ -219,6 +200,26 @@ impl<'a> Runner<'a> {
             Action::Anchored(a) => self.anchored(&a.sinks, spec::duration(&a.within)?).await,
             Action::Audit(a) => self.audit(a.verify_signatures, a.receipts),
         }
+    }
+
+    /// `acectl producer suspend|resume` with the NATS authorization re-rendered and the
+    /// private server reloaded.
+    async fn producer_state(
+        &mut self,
+        cmd: &str,
+        producer: &str,
+        reason: Option<&str>,
+    ) -> Result<(), String> {
+        let mut args: Vec<String> = vec!["producer".into(), cmd.into(), producer.into()];
+        if let Some(r) = reason {
+            args.extend(["--reason".into(), r.into()]);
+        }
+        args.extend(self.stack.nats_sync_args());
+        self.acectl(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
+        self.conns.remove(producer);
+        // SIGHUP is asynchronous: give the server its reload.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok(())
     }
 
     fn add_key_named(&mut self, name: &str, key: ed25519_dalek::SigningKey) {

@@ -67,12 +67,18 @@ fn services_refuse_a_settings_file_with_a_stranger_or_a_conflict() {
             format!("{listen} = \"127.0.0.1:1\"\n{listen}N = \"127.0.0.1:2\"\n"),
         )
         .expect("file");
-        let mut cmd = Command::new(bin(service));
-        cmd.env_clear().env("ACE_CONFIG_FILE", &typo);
-        for (k, v) in required.iter().filter(|(k, _)| needs(service, k)) {
-            cmd.env(k, v);
-        }
-        let out = cmd.output().expect("run");
+        let run = |file: &std::path::Path, env: &[(&str, &str)]| {
+            let mut cmd = Command::new(bin(service));
+            cmd.env_clear().env("ACE_CONFIG_FILE", file);
+            for (k, v) in required.iter().filter(|(k, _)| needs(service, k)) {
+                cmd.env(k, v);
+            }
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            cmd.output().expect("run")
+        };
+        let out = run(&typo, &[]);
         let said = String::from_utf8_lossy(&out.stderr);
         assert!(
             !out.status.success()
@@ -85,14 +91,7 @@ fn services_refuse_a_settings_file_with_a_stranger_or_a_conflict() {
         // The same setting in the file and in the environment.
         let both = dir.join(format!("{service}-both.toml"));
         std::fs::write(&both, format!("{listen} = \"127.0.0.1:1\"\n")).expect("file");
-        let mut cmd = Command::new(bin(service));
-        cmd.env_clear()
-            .env("ACE_CONFIG_FILE", &both)
-            .env(listen, "127.0.0.1:2");
-        for (k, v) in required.iter().filter(|(k, _)| needs(service, k)) {
-            cmd.env(k, v);
-        }
-        let out = cmd.output().expect("run");
+        let out = run(&both, &[(listen, "127.0.0.1:2")]);
         let said = String::from_utf8_lossy(&out.stderr);
         assert!(
             !out.status.success()

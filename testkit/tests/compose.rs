@@ -16,6 +16,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+use ace_testkit::{read_text as read, workspace_root as root};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -87,17 +89,6 @@ const CRATES: [&str; 6] = ["core", "writer", "reader", "anchor", "dashboard", "c
 
 /// Where docker/entrypoint.sh puts the copies of a container's secrets.
 const SECRET_COPIES: &str = "/run/ace/secrets/";
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace root")
-        .to_path_buf()
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-}
 
 /// A fresh, empty directory for one test.
 fn temp_dir(what: &str) -> PathBuf {

@@ -15,6 +15,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use ace_testkit::{read_text as read, workspace_root as root};
+
 /// Directories whose `*.rs` files (recursively) hold the names the code reads.
 const CODE_DIRS: [&str; 10] = [
     "core/src",
@@ -44,17 +46,6 @@ impl std::fmt::Display for Unknown {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}: {}", self.file, self.line, self.name)
     }
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace root")
-        .to_path_buf()
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
 /// The files directly in `dir` whose name ends with `suffix`, sorted; none if `dir` is
