@@ -589,6 +589,20 @@ impl Stack {
     }
 }
 
+/// A stack dropped without [`Stack::stop`] (a failed start, a panic) still leaves no
+/// process behind.
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for s in &mut self.services {
+            let _ = s.child.kill();
+            let _ = s.child.wait();
+        }
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
 /// What the setup needs before the stack exists.
 struct PartialStack {
     dir: PathBuf,
