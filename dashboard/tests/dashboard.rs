@@ -460,8 +460,8 @@ async fn the_dashboard_role_can_change_nothing_but_append() {
     admin
         .batch_execute(
             "INSERT INTO producers (producer) VALUES ('acme'); \
-             INSERT INTO dlq_items (stream_seq, subject, producer, code, detail, envelope) \
-               VALUES (1, 'ace.intake.acme', 'acme', 'malformed_envelope', 'x', '\\x00')",
+             INSERT INTO dlq_items (stream_seq, stored_at, subject, producer, code, detail, envelope) \
+               VALUES (1, now(), 'ace.intake.acme', 'acme', 'malformed_envelope', 'x', '\\x00')",
         )
         .await
         .expect("fixture");
@@ -645,10 +645,10 @@ async fn the_explorer_pages_through_thousands_of_items_without_gaps() {
         .admin()
         .await
         .batch_execute(
-            "INSERT INTO dlq_items (stream_seq, subject, producer, code, detail, envelope, received_at) \
+            "INSERT INTO dlq_items (stream_seq, subject, producer, code, detail, envelope, received_at, stored_at) \
              SELECT n, 'x.intake.p' || (n % 3), 'p' || (n % 3), \
                     (ARRAY['malformed_envelope','unknown_key','bad_signature'])[1 + n % 3], 'detail ' || n, '\\x00', \
-                    now() - make_interval(secs => 5000 - n) \
+                    now() - make_interval(secs => 5000 - n), now() - make_interval(secs => 5000 - n) \
              FROM generate_series(1, 5000) n",
         )
         .await
