@@ -152,6 +152,23 @@ async fn triage_end_to_end() {
     );
     assert!(p.body.contains("https://slsa.dev/provenance/v1"));
     assert!(p.body.contains("id=\"delivered\">1<"), "{}", p.body);
+    // The message's identity in JetStream: its sequence and when the server stored it.
+    let stored: String = stack
+        .db
+        .admin()
+        .await
+        .query_one(
+            "SELECT to_char(stored_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') FROM dlq_items WHERE id = $1",
+            &[&beta_item],
+        )
+        .await
+        .expect("the item's stored_at")
+        .get(0);
+    assert!(
+        p.body.contains(&format!("id=\"stored-at\">{stored}<")),
+        "{}",
+        p.body
+    );
     let csrf = Browser::csrf(&p.body);
 
     // A POST without the CSRF token is refused; a viewer cannot act.
