@@ -787,8 +787,8 @@ async fn ledger_with_trail() -> (TestDb, Trail) {
     for seq in [7i64, 9] {
         let id: i64 = admin
             .query_one(
-                "INSERT INTO dlq_items (stream_seq, subject, producer, code, detail, envelope) \
-                 VALUES ($1, 'ace.intake.synth-0', 'synth-0', 'bad_signature', \
+                "INSERT INTO dlq_items (stream_seq, stored_at, subject, producer, code, detail, envelope) \
+                 VALUES ($1, now(), 'ace.intake.synth-0', 'synth-0', 'bad_signature', \
                          'signature 0 does not verify', '\\x7b7d'::bytea) RETURNING id",
                 &[&seq],
             )

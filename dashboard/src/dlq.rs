@@ -335,6 +335,10 @@ pub struct Item {
     pub row: ItemRow,
     pub subject: String,
     pub stream_seq: i64,
+    /// When JetStream stored the message: with `stream_seq` it tells two items apart
+    /// whose sequences a recreated intake stream reused. None for items written before
+    /// migration V10.
+    pub stored_at: Option<DateTime<Utc>>,
     pub delivered: Option<i64>,
     pub headers: String,
     pub size: usize,
@@ -411,7 +415,7 @@ pub async fn get(db: &Db, id: i64) -> Result<Item, DashError> {
         .query_opt(
             "SELECT d.id, d.received_at, d.producer, d.code, d.field, d.detail, d.digest, \
                     (SELECT a.action FROM dlq_actions a WHERE a.dlq_id = d.id ORDER BY a.id DESC LIMIT 1), \
-                    d.subject, d.stream_seq, d.delivered, d.headers::text, d.envelope \
+                    d.subject, d.stream_seq, d.delivered, d.headers::text, d.envelope, d.stored_at \
              FROM dlq_items d WHERE d.id = $1",
             &[&id],
         )
@@ -442,6 +446,7 @@ pub async fn get(db: &Db, id: i64) -> Result<Item, DashError> {
         row: item_row(&r),
         subject: r.get(8),
         stream_seq: r.get(9),
+        stored_at: r.get(13),
         delivered: r.get(10),
         headers: r.get(11),
         size: raw.len(),

@@ -152,6 +152,23 @@ async fn triage_end_to_end() {
     );
     assert!(p.body.contains("https://slsa.dev/provenance/v1"));
     assert!(p.body.contains("id=\"delivered\">1<"), "{}", p.body);
+    // The message's identity in JetStream: its sequence and when the server stored it.
+    let stored: String = stack
+        .db
+        .admin()
+        .await
+        .query_one(
+            "SELECT to_char(stored_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') FROM dlq_items WHERE id = $1",
+            &[&beta_item],
+        )
+        .await
+        .expect("the item's stored_at")
+        .get(0);
+    assert!(
+        p.body.contains(&format!("id=\"stored-at\">{stored}<")),
+        "{}",
+        p.body
+    );
     let csrf = Browser::csrf(&p.body);
 
     // A POST without the CSRF token is refused; a viewer cannot act.
@@ -460,8 +477,8 @@ async fn the_dashboard_role_can_change_nothing_but_append() {
     admin
         .batch_execute(
             "INSERT INTO producers (producer) VALUES ('acme'); \
-             INSERT INTO dlq_items (stream_seq, subject, producer, code, detail, envelope) \
-               VALUES (1, 'ace.intake.acme', 'acme', 'malformed_envelope', 'x', '\\x00')",
+             INSERT INTO dlq_items (stream_seq, stored_at, subject, producer, code, detail, envelope) \
+               VALUES (1, now(), 'ace.intake.acme', 'acme', 'malformed_envelope', 'x', '\\x00')",
         )
         .await
         .expect("fixture");
@@ -645,10 +662,10 @@ async fn the_explorer_pages_through_thousands_of_items_without_gaps() {
         .admin()
         .await
         .batch_execute(
-            "INSERT INTO dlq_items (stream_seq, subject, producer, code, detail, envelope, received_at) \
+            "INSERT INTO dlq_items (stream_seq, subject, producer, code, detail, envelope, received_at, stored_at) \
              SELECT n, 'x.intake.p' || (n % 3), 'p' || (n % 3), \
                     (ARRAY['malformed_envelope','unknown_key','bad_signature'])[1 + n % 3], 'detail ' || n, '\\x00', \
-                    now() - make_interval(secs => 5000 - n) \
+                    now() - make_interval(secs => 5000 - n), now() - make_interval(secs => 5000 - n) \
              FROM generate_series(1, 5000) n",
         )
         .await

@@ -267,8 +267,8 @@ async fn every_route_answers_in_the_design_shapes() {
     f.db.admin()
         .await
         .execute(
-            "INSERT INTO dlq_items (stream_seq, subject, producer, digest, code, detail, field, envelope) \
-             VALUES (1, 'ace.intake.synth-0', 'synth-0', $1, 'bad_signature', 'signature 0 does not verify', 'signatures[0].sig', '\\x00')",
+            "INSERT INTO dlq_items (stream_seq, stored_at, subject, producer, digest, code, detail, field, envelope) \
+             VALUES (1, now(), 'ace.intake.synth-0', 'synth-0', $1, 'bad_signature', 'signature 0 does not verify', 'signatures[0].sig', '\\x00')",
             &[&rejected],
         )
         .await

@@ -456,10 +456,11 @@ impl<'a> Runner<'a> {
         let reason = expect.and_then(|e| e.reason.clone());
         let db = self.stack.admin_db().await?;
         for o in outcomes {
+            let stored_at = self.stored_at(o.stream_seq).await?;
             let rows = db
                 .query(
-                    "SELECT code, detail FROM dlq_items WHERE stream_seq = $1",
-                    &[&(o.stream_seq as i64)],
+                    "SELECT code, detail FROM dlq_items WHERE stream_seq = $1 AND stored_at = $2",
+                    &[&(o.stream_seq as i64), &stored_at],
                 )
                 .await
                 .map_err(|e| format!("reading dlq_items: {e}"))?;
@@ -643,10 +644,11 @@ impl<'a> Runner<'a> {
         let db = self.stack.admin_db().await?;
         let mut items = Vec::new();
         for o in &self.last {
+            let stored_at = self.stored_at(o.stream_seq).await?;
             let row = db
                 .query_opt(
-                    "SELECT id, digest FROM dlq_items WHERE stream_seq = $1",
-                    &[&(o.stream_seq as i64)],
+                    "SELECT id, digest FROM dlq_items WHERE stream_seq = $1 AND stored_at = $2",
+                    &[&(o.stream_seq as i64), &stored_at],
                 )
                 .await
                 .map_err(|e| format!("reading dlq_items: {e}"))?
@@ -733,6 +735,24 @@ impl<'a> Runner<'a> {
         }
         self.dashboard_cookies = Some(cookies);
         Ok(())
+    }
+
+    /// When JetStream stored intake message `seq`. With the sequence it names the
+    /// message's DLQ row (migration V10): a recreated stream numbers messages from 1 again,
+    /// so the sequence alone may name an older message's row.
+    async fn stored_at(&self, seq: u64) -> Result<chrono::DateTime<chrono::Utc>, String> {
+        let js = jetstream::new(self.stack.admin.clone());
+        let name = self.stack.names.intake_stream();
+        let m = js
+            .get_stream(&name)
+            .await
+            .map_err(|e| format!("the intake stream {name}: {e}"))?
+            .get_raw_message(seq)
+            .await
+            .map_err(|e| format!("message {seq} of {name}: {e}"))?;
+        i64::try_from(m.time.unix_timestamp_nanos())
+            .map(chrono::DateTime::from_timestamp_nanos)
+            .map_err(|_| format!("message {seq} of {name}: time {} out of range", m.time))
     }
 
     async fn intake_last_seq(&self) -> Result<u64, String> {

@@ -223,6 +223,7 @@ fn fixture(batches: usize) -> Fixture {
                 subject: names.intake_subject(&format!("p{p}")),
                 payload: env.to_json().into(),
                 stream_seq: n as u64 + 1,
+                stored_at: chrono::DateTime::UNIX_EPOCH,
                 delivered: 1,
                 published_at_ms: None,
                 headers: serde_json::Value::Null,

@@ -93,9 +93,13 @@ impl LedgerEntry {
     }
 }
 
+/// A rejected message's row. Its identity is (`stream_seq`, `stored_at`): a redelivery of
+/// the message keeps its first row, a message that reuses the sequence in a recreated
+/// stream gets its own.
 #[derive(Debug, Clone)]
 pub struct DlqRow {
     pub stream_seq: u64,
+    pub stored_at: chrono::DateTime<chrono::Utc>,
     pub delivered: i64,
     pub subject: String,
     pub producer: String,
@@ -197,6 +201,7 @@ pub fn plan(
                 ));
                 dlq.push(DlqRow {
                     stream_seq: msg.stream_seq,
+                    stored_at: msg.stored_at,
                     delivered: msg.delivered,
                     subject: msg.subject.clone(),
                     producer,
@@ -378,6 +383,7 @@ mod tests {
                 subject: "ace.intake.acme".into(),
                 payload: Bytes::from(raw),
                 stream_seq: seq,
+                stored_at: chrono::DateTime::UNIX_EPOCH,
                 delivered: 1,
                 published_at_ms: None,
                 headers: serde_json::json!({}),
@@ -523,6 +529,11 @@ mod tests {
         assert!(p.block.is_none() && p.entries.is_empty());
         assert_eq!(p.dlq.len(), 1);
         assert_eq!(p.dlq[0].envelope, m.payload);
+        assert_eq!(
+            (p.dlq[0].stream_seq, p.dlq[0].stored_at),
+            (m.stream_seq, m.stored_at),
+            "the row is named by its message's identity in JetStream"
+        );
         assert_eq!(p.acks[0].1.status, AckStatus::Rejected);
         assert_eq!(p.state.last_block, genesis_state().last_block);
     }

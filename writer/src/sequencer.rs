@@ -1003,6 +1003,8 @@ async fn publish_outcomes(
     for d in &plan.dlq {
         let notice = serde_json::json!({
             "stream_seq": d.stream_seq,
+            // With stream_seq, names the row: a recreated stream reuses sequences.
+            "stored_at": d.stored_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             "subject": d.subject,
             "producer": d.producer,
             "digest": d.digest,
@@ -1107,6 +1109,16 @@ fn to_incoming(m: &jetstream::Message) -> Result<Incoming, BatchError> {
             m.subject
         ))
     })?;
+    // The server's storage time (nanoseconds in the metadata): with the sequence, the
+    // message's identity for its DLQ row. An instant past 2262 cannot come from a server.
+    let stored_at = i64::try_from(info.published.unix_timestamp_nanos())
+        .map(chrono::DateTime::from_timestamp_nanos)
+        .map_err(|_| {
+            BatchError::Fatal(format!(
+                "message {} on {} has a JetStream timestamp out of range: {}",
+                info.stream_sequence, m.subject, info.published
+            ))
+        })?;
     let mut headers = serde_json::Map::new();
     let mut published_at_ms = None;
     if let Some(h) = &m.headers {
@@ -1125,6 +1137,7 @@ fn to_incoming(m: &jetstream::Message) -> Result<Incoming, BatchError> {
         subject: m.subject.to_string(),
         payload: m.payload.clone(),
         stream_seq: info.stream_sequence,
+        stored_at,
         delivered: info.delivered,
         published_at_ms,
         headers: serde_json::Value::Object(headers),

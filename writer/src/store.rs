@@ -193,6 +193,7 @@ pub async fn write_plan(
     if !plan.dlq.is_empty() {
         let n = plan.dlq.len();
         let mut seq = Vec::with_capacity(n);
+        let mut stored_at = Vec::with_capacity(n);
         let mut delivered = Vec::with_capacity(n);
         let mut subject = Vec::with_capacity(n);
         let mut producer = Vec::with_capacity(n);
@@ -204,6 +205,7 @@ pub async fn write_plan(
         let mut headers = Vec::with_capacity(n);
         for d in &plan.dlq {
             seq.push(d.stream_seq as i64);
+            stored_at.push(d.stored_at);
             delivered.push(d.delivered);
             subject.push(d.subject.as_str());
             producer.push(d.producer.as_str());
@@ -214,12 +216,15 @@ pub async fn write_plan(
             envelope.push(&d.envelope);
             headers.push(&d.headers);
         }
-        // A redelivered message that was already rejected keeps its first row.
+        // A message is (stream sequence, JetStream's storage time): a redelivered message
+        // that was already rejected keeps its first row, while a message that reuses the
+        // sequence in a deleted and recreated stream (numbered from 1 again) gets its own
+        // (migration V10; the conflict target is its unique index dlq_items_message).
         tx.execute(
-            "INSERT INTO dlq_items (stream_seq, subject, producer, digest, code, detail, field, envelope, headers, delivered) \
-             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bytea[], $9::jsonb[], $10::bigint[]) \
-             ON CONFLICT (stream_seq) DO NOTHING",
-            &[&seq, &subject, &producer, &digest, &code, &detail, &field, &envelope, &headers, &delivered],
+            "INSERT INTO dlq_items (stream_seq, stored_at, subject, producer, digest, code, detail, field, envelope, headers, delivered) \
+             SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bytea[], $10::jsonb[], $11::bigint[]) \
+             ON CONFLICT (stream_seq, stored_at) DO NOTHING",
+            &[&seq, &stored_at, &subject, &producer, &digest, &code, &detail, &field, &envelope, &headers, &delivered],
         )
         .await
         .map_err(DbError::query("inserting DLQ rows"))?;

@@ -29,6 +29,10 @@ pub struct Incoming {
     pub subject: String,
     pub payload: Bytes,
     pub stream_seq: u64,
+    /// When JetStream stored the message (its metadata's timestamp). With `stream_seq` it
+    /// names the message: a redelivery has both the same, while a message of a deleted and
+    /// recreated stream reuses the sequence at another time.
+    pub stored_at: chrono::DateTime<chrono::Utc>,
     /// JetStream's delivery count of this message (1 on first delivery), kept with a DLQ
     /// row: a high count tells the operator the writer crashed or timed out on it.
     pub delivered: i64,
@@ -342,6 +346,7 @@ mod tests {
             subject: subject.into(),
             payload: Bytes::from(payload),
             stream_seq: 1,
+            stored_at: chrono::DateTime::UNIX_EPOCH,
             delivered: 1,
             published_at_ms: None,
             headers: serde_json::json!({}),

@@ -4,6 +4,7 @@ mod crash;
 mod crashpoints;
 mod dedupe;
 mod diskfull;
+mod dlqidentity;
 mod hostile;
 mod intake;
 mod keys;
