@@ -371,11 +371,9 @@ mod tests {
 
     #[test]
     fn file_form_is_read_and_trimmed() {
-        let dir = std::env::temp_dir().join(format!("ace-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("dsn");
-        std::fs::write(&path, "postgres://x@y/z\n").unwrap();
-        let vars = env(&[("ACE_DATABASE_URL_FILE", path.to_str().unwrap())]);
+        let dir = Scratch::new("form");
+        let path = dir.file("dsn", "postgres://x@y/z\n");
+        let vars = env(&[("ACE_DATABASE_URL_FILE", path.as_str())]);
         let e = Env::from_fn(|k| vars.get(k).cloned());
         assert_eq!(
             e.get("ACE_DATABASE_URL").unwrap().as_deref(),
@@ -383,33 +381,44 @@ mod tests {
         );
     }
 
-    fn settings_file(text: &str) -> String {
-        let dir = std::env::temp_dir().join(format!(
-            "ace-config-file-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("service.toml");
-        std::fs::write(&path, text).unwrap();
-        path.display().to_string()
+    /// A scratch directory, removed when dropped.
+    struct Scratch(std::path::PathBuf);
+
+    impl Scratch {
+        fn new(tag: &str) -> Scratch {
+            let d = std::env::temp_dir().join(format!(
+                "ace-config-{tag}-{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            std::fs::create_dir_all(&d).unwrap();
+            Scratch(d)
+        }
+
+        fn file(&self, name: &str, text: &str) -> String {
+            let path = self.0.join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        }
     }
 
-    fn rand_suffix() -> u64 {
-        use std::time::{SystemTime, UNIX_EPOCH};
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 
     #[test]
     fn a_settings_file_gives_settings_and_refuses_conflicts_and_strangers() {
-        let dsn = settings_file("postgres://w@db/ace\n");
-        let path = settings_file(&format!(
-            "ACE_BATCH_MAX_DELAY_MS = 20\nACE_ALLOWED_PAYLOAD_TYPES = [\"a/b\", \"c/d\"]\n\
+        let dir = Scratch::new("file");
+        let dsn = dir.file("dsn", "postgres://w@db/ace\n");
+        let path = dir.file(
+            "service.toml",
+            &format!(
+                "ACE_BATCH_MAX_DELAY_MS = 20\nACE_ALLOWED_PAYLOAD_TYPES = [\"a/b\", \"c/d\"]\n\
              ACE_DATABASE_URL_FILE = {dsn:?}\nACE_DASHBOARD_COOKIE_SECURE = true\n"
-        ));
+            ),
+        );
         let vars = env(&[(CONFIG_FILE_VAR, path.as_str()), ("ACE_PREFIX", "p")]);
         let e = Env::with_config_file(|k| vars.get(k).cloned()).unwrap();
         assert_eq!(e.parse("ACE_BATCH_MAX_DELAY_MS", 50u64).unwrap(), 20);
@@ -451,6 +460,7 @@ mod tests {
 
     #[test]
     fn a_bad_settings_file_is_named() {
+        let dir = Scratch::new("bad");
         for (text, why) in [
             ("ACE_X = [", "not TOML"),
             (
@@ -460,7 +470,7 @@ mod tests {
             ("ACE_CONFIG_FILE = \"x\"", "ACE_CONFIG_FILE: the keys"),
             ("[ACE_TABLE]\nx = 1", "ACE_TABLE is a table"),
         ] {
-            let path = settings_file(text);
+            let path = dir.file("service.toml", text);
             let vars = env(&[(CONFIG_FILE_VAR, path.as_str())]);
             let err = Env::with_config_file(|k| vars.get(k).cloned())
                 .err()
