@@ -244,32 +244,32 @@ pub async fn run(args: AuditArgs) -> i32 {
     match audit(&args).await {
         Ok(Ok(s)) => {
             let secs = s.elapsed.as_secs_f64();
-            println!("audit passed: the ledger matches everything it commits to");
-            println!("  origin:     {}", s.origin);
-            println!(
+            say!("audit passed: the ledger matches everything it commits to");
+            say!("  origin:     {}", s.origin);
+            say!(
                 "  entries:    {} (indexes 0..{}, gapless, leaves, digests and subjects recomputed)",
                 s.entries,
                 s.entries.saturating_sub(1)
             );
-            println!(
+            say!(
                 "  blocks:     {} (heights 0..{}, roots, hash chain and checkpoints verified)",
                 s.blocks,
                 s.blocks.saturating_sub(1)
             );
-            println!("  tiles:      {} rows recomputed and compared", s.tiles);
-            println!(
+            say!("  tiles:      {} rows recomputed and compared", s.tiles);
+            say!(
                 "  policies:   {} versions, each text rehashed; every entry's version is kept",
                 s.policies
             );
-            println!("  tree size:  {}", s.tree_size);
-            println!("  root:       {}", hex::encode(s.root_hash));
-            println!(
+            say!("  tree size:  {}", s.tree_size);
+            say!("  root:       {}", hex::encode(s.root_hash));
+            say!(
                 "  elapsed:    {secs:.1} s ({:.0} entries/s)",
                 s.entries as f64 / secs.max(1e-9)
             );
             let r = &s.receipts;
             let kinds: Vec<String> = r.by_kind.iter().map(|(k, n)| format!("{n} {k}")).collect();
-            println!(
+            say!(
                 "  receipts:   {} ({}), each for its block's tree size; {} witness cosignatures and {} time-stamp tokens verified",
                 r.receipts,
                 if kinds.is_empty() { "none".to_string() } else { kinds.join(", ") },
@@ -277,28 +277,28 @@ pub async fn run(args: AuditArgs) -> i32 {
                 r.tokens
             );
             if r.unchecked_tokens > 0 {
-                println!(
+                say!(
                     "              {} rfc3161 receipts NOT checked: give --tsa-cert",
                     r.unchecked_tokens
                 );
             }
             for (w, n) in &r.unchecked_witnesses {
-                println!(
+                say!(
                     "              {n} receipts by witness {w} NOT checked: give its --witness-key"
                 );
             }
             let t = &s.trail;
-            println!(
+            say!(
                 "  operator_audit: {} rows, head {} (hash chain verified from row 1)",
                 t.rows,
                 hex::encode(t.head)
             );
-            println!(
+            say!(
                 "  dlq_actions: {}, each naming an existing operator_audit row and dlq_items row",
                 t.actions
             );
             let k = &s.keys;
-            println!(
+            say!(
                 "  key events: {} in the log (signed by the ledger key, gapless), {} producers and {} keys rebuilt from them; every entry's admitting key {} against them; the registry matches{}",
                 k.events,
                 k.producers,
@@ -315,12 +315,12 @@ pub async fn run(args: AuditArgs) -> i32 {
                 }
             );
             if let Some(r) = s.reader {
-                println!("  reader:     {r}");
+                say!("  reader:     {r}");
             }
             0
         }
         Ok(Err(m)) => {
-            println!("audit FAILED at {m}");
+            say!("audit FAILED at {m}");
             EXIT_MISMATCH
         }
         Err(e) => {

@@ -135,7 +135,7 @@ pub fn run(cmd: CollectCmd) -> i32 {
     match collect(cmd) {
         Ok((statement, summary)) => match serde_json::to_string_pretty(&statement) {
             Ok(text) => {
-                println!("{text}");
+                say!("{text}");
                 eprintln!("{summary}");
                 0
             }

@@ -1,5 +1,17 @@
 //! acectl: the ACE Ledger command line.
 
+/// `println!` for acectl's output: when stdout is gone (`acectl audit | head`) the process
+/// ends quietly with 141, as a Unix tool killed by SIGPIPE does, instead of panicking as
+/// `println!` does on a broken pipe.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            $crate::stdout_failed(e);
+        }
+    }};
+}
+
 mod audit;
 mod collect;
 mod http;
@@ -317,6 +329,15 @@ struct SignArgs {
     out: Option<PathBuf>,
 }
 
+/// Where [`say!`] goes when stdout cannot be written.
+pub(crate) fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(141);
+    }
+    eprintln!("acectl: writing to standard output: {e}");
+    std::process::exit(2);
+}
+
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt()
@@ -344,20 +365,20 @@ async fn run(cli: Cli) -> Result<i32> {
             let mut client = ace_core::db::connect(&db.database_url).await?;
             let report = ace_core::db::migrate(&mut client).await?;
             if report.applied.is_empty() {
-                println!("schema up to date");
+                say!("schema up to date");
             }
             for m in report.applied {
-                println!("applied {m}");
+                say!("applied {m}");
             }
             for g in report.restored_grants {
-                println!("restored grant: {g}");
+                say!("restored grant: {g}");
             }
         }
         Cmd::Db {
             cmd: DbCmd::Provision(args),
         } => {
             for line in provision::provision(&args).await? {
-                println!("{line}");
+                say!("{line}");
             }
         }
         Cmd::Nats {
@@ -377,7 +398,7 @@ async fn run(cli: Cli) -> Result<i32> {
                 ..Default::default()
             };
             ace_core::nats::init(&js, &names, &opts).await?;
-            println!(
+            say!(
                 "streams {}, {}, {}, {} and consumer {} ready",
                 names.intake_stream(),
                 names.acks_stream(),
@@ -394,7 +415,7 @@ async fn run(cli: Cli) -> Result<i32> {
                     seed_out,
                     db,
                 },
-        } => println!(
+        } => say!(
             "{}",
             nats_users::add_user(&db.database_url, &name, &kind, &seed_out).await?
         ),
@@ -406,7 +427,7 @@ async fn run(cli: Cli) -> Result<i32> {
                     reload_pid,
                     db,
                 },
-        } => println!(
+        } => say!(
             "{}",
             nats_users::render(&db.database_url, &prefix, &out, reload_pid).await?
         ),
@@ -415,7 +436,7 @@ async fn run(cli: Cli) -> Result<i32> {
         } => {
             let signer = NoteSigner::generate(&origin).context("generating the ledger key")?;
             keyfile::write_secret(&out, &format!("{}\n", signer.to_key_file()))?;
-            println!("{}", signer.verifier_key());
+            say!("{}", signer.verifier_key());
         }
         Cmd::Producer { cmd } => return producer_cmd(cmd).await,
         Cmd::Key { cmd } => return key_cmd(cmd).await,
@@ -428,7 +449,7 @@ async fn run(cli: Cli) -> Result<i32> {
             match a.out {
                 Some(out) => std::fs::write(&out, &json)
                     .with_context(|| format!("writing {}", out.display()))?,
-                None => println!("{}", String::from_utf8_lossy(&json)),
+                None => say!("{}", String::from_utf8_lossy(&json)),
             }
         }
         Cmd::Publish(a) => return publish::run(a).await,
@@ -456,7 +477,7 @@ async fn producer_cmd(cmd: ProducerCmd) -> Result<i32> {
             let id = parse(&id)?;
             let mut c = ace_core::db::connect(&db.database_url).await?;
             let added = registry::add_producer(&mut c, &id).await?;
-            println!(
+            say!(
                 "producer {id} {}",
                 if added { "added" } else { "already registered" }
             );
@@ -471,19 +492,19 @@ async fn producer_cmd(cmd: ProducerCmd) -> Result<i32> {
             };
             if let Some(vk) = vk {
                 match registry::add_key(&mut c, &id, &vk, None, None).await? {
-                    registry::KeyAdded::Added(k) => println!("key {k} added"),
-                    registry::KeyAdded::Already(k) => println!("key {k} already registered"),
+                    registry::KeyAdded::Added(k) => say!("key {k} added"),
+                    registry::KeyAdded::Already(k) => say!("key {k} already registered"),
                 }
             }
             if let Some(seed_out) = nats_seed_out {
-                println!(
+                say!(
                     "{}",
                     nats_users::add_user(&db.database_url, id.as_str(), "producer", &seed_out)
                         .await?
                 );
             }
             if let Some(said) = nats.apply(&db.database_url).await? {
-                println!("{said}");
+                say!("{said}");
             }
         }
         ProducerCmd::Suspend {
@@ -518,9 +539,9 @@ async fn set_status(
         (false, true) => "resumed",
         (false, false) => "was not suspended",
     };
-    println!("producer {id} {said}");
+    say!("producer {id} {said}");
     if let Some(said) = nats.apply(&db.database_url).await? {
-        println!("{said}");
+        say!("{said}");
     }
     Ok(())
 }
@@ -548,10 +569,10 @@ async fn key_cmd(cmd: KeyCmd) -> Result<i32> {
             let vk = key.verifying_key()?;
             let mut c = ace_core::db::connect(&db.database_url).await?;
             match registry::add_key(&mut c, &producer, &vk, from, until).await? {
-                registry::KeyAdded::Added(k) => println!("{k}"),
+                registry::KeyAdded::Added(k) => say!("{k}"),
                 registry::KeyAdded::Already(k) => {
                     eprintln!("key {k} is already registered to {producer}");
-                    println!("{k}");
+                    say!("{k}");
                 }
             }
         }
@@ -573,7 +594,7 @@ async fn key_cmd(cmd: KeyCmd) -> Result<i32> {
                 );
             }
             match r.new {
-                registry::KeyAdded::Added(k) | registry::KeyAdded::Already(k) => println!("{k}"),
+                registry::KeyAdded::Added(k) | registry::KeyAdded::Already(k) => say!("{k}"),
             }
         }
         KeyCmd::Revoke { keyid, reason, db } => {
@@ -582,9 +603,9 @@ async fn key_cmd(cmd: KeyCmd) -> Result<i32> {
             let (now, at) = registry::revoke_key(&mut c, &keyid, &reason).await?;
             let at = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
             if now {
-                println!("revoked {keyid} at {at}");
+                say!("revoked {keyid} at {at}");
             } else {
-                println!("key {keyid} was already revoked at {at}");
+                say!("key {keyid} was already revoked at {at}");
             }
         }
     }

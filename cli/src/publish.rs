@@ -92,11 +92,11 @@ pub async fn run(a: PublishArgs) -> Result<i32> {
                 }
                 out["original"] = original;
             }
-            println!("{out}");
+            say!("{out}");
             Ok(0)
         }
         Sent::Acked(ack) => {
-            println!("{}", String::from_utf8_lossy(&ack.to_json()));
+            say!("{}", String::from_utf8_lossy(&ack.to_json()));
             Ok(if ack.status == AckStatus::Rejected {
                 3
             } else {

@@ -282,7 +282,7 @@ async fn snapshot_inner(a: SnapshotArgs) -> Result<i32, (i32, String)> {
         )
         .await
         .map_err(|e| (1, e))?;
-        println!("recorded {line}: envelope {digest}, entry {index}");
+        say!("recorded {line}: envelope {digest}, entry {index}");
         components.push(Component {
             kind: *kind,
             envelope: digest,
@@ -310,13 +310,13 @@ async fn snapshot_inner(a: SnapshotArgs) -> Result<i32, (i32, String)> {
     .map_err(|e| (1, e))?;
     if pred.partial {
         let names: Vec<&str> = missing.iter().map(|k| k.as_str()).collect();
-        println!(
+        say!(
             "recorded PARTIAL snapshot of {s}: envelope {digest}, entry {index}; missing mandatory signal(s): {}",
             names.join(", ")
         );
         Ok(3)
     } else {
-        println!("recorded snapshot of {s}: envelope {digest}, entry {index}");
+        say!("recorded snapshot of {s}: envelope {digest}, entry {index}");
         Ok(0)
     }
 }

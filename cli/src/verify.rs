@@ -111,7 +111,7 @@ pub async fn run(cmd: VerifyCmd) -> i32 {
     };
     match result {
         Ok(report) => {
-            println!("{report}");
+            say!("{report}");
             0
         }
         Err(e) => {

@@ -471,3 +471,26 @@ fn policy_check_explains_and_policy_test_dry_runs() {
     assert!(out.contains("not applied to producer lab"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_closed_stdout_ends_acectl_quietly() {
+    // `acectl … | head`: the reader is gone before acectl writes. It must end as a Unix
+    // tool killed by SIGPIPE does (141), not panic.
+    let dir = std::env::temp_dir().join(format!("acectl-pipe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("ledger.key");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(
+            r#"(sleep 0.5; exec "$0" ledger-key generate --origin pipe.test/log --out "$1") | true; echo "status ${PIPESTATUS[0]}""#,
+        )
+        .arg(env!("CARGO_BIN_EXE_acectl"))
+        .arg(&key)
+        .output()
+        .expect("bash");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stdout.trim(), "status 141", "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
