@@ -456,28 +456,21 @@ impl<'a> Runner<'a> {
         let reason = expect.and_then(|e| e.reason.clone());
         let db = self.stack.admin_db().await?;
         for o in outcomes {
-            let stored_at = self.stored_at(o.stream_seq).await?;
-            let rows = db
-                .query(
-                    "SELECT code, detail FROM dlq_items WHERE stream_seq = $1 AND stored_at = $2",
-                    &[&(o.stream_seq as i64), &stored_at],
-                )
-                .await
-                .map_err(|e| format!("reading dlq_items: {e}"))?;
-            match (want, rows.first()) {
+            let row = self.dlq_row(&db, o.stream_seq).await?;
+            match (want, row.as_ref()) {
                 (true, None) => return Err(format!("no DLQ row for stream seq {}", o.stream_seq)),
                 (false, Some(r)) => {
-                    let code: String = r.get(0);
+                    let code: String = r.get("code");
                     return Err(format!(
                         "a DLQ row for stream seq {} ({code})",
                         o.stream_seq
                     ));
                 }
                 (true, Some(r)) => {
-                    let code: String = r.get(0);
+                    let code: String = r.get("code");
                     if let Some(want) = &reason {
                         if code != *want {
-                            let detail: String = r.get(1);
+                            let detail: String = r.get("detail");
                             return Err(format!(
                                 "the DLQ row of stream seq {} says {code} ({detail}), not {want}",
                                 o.stream_seq
@@ -644,18 +637,29 @@ impl<'a> Runner<'a> {
         let db = self.stack.admin_db().await?;
         let mut items = Vec::new();
         for o in &self.last {
-            let stored_at = self.stored_at(o.stream_seq).await?;
-            let row = db
-                .query_opt(
-                    "SELECT id, digest FROM dlq_items WHERE stream_seq = $1 AND stored_at = $2",
-                    &[&(o.stream_seq as i64), &stored_at],
-                )
-                .await
-                .map_err(|e| format!("reading dlq_items: {e}"))?
+            let row = self
+                .dlq_row(&db, o.stream_seq)
+                .await?
                 .ok_or_else(|| format!("stream seq {} has no DLQ item", o.stream_seq))?;
-            items.push((row.get(0), row.get(1)));
+            items.push((row.get("id"), row.get("digest")));
         }
         Ok(items)
+    }
+
+    /// The DLQ row of the intake message at `seq` (its identity: the sequence and the
+    /// message's JetStream storage time), if the writer made one.
+    async fn dlq_row(
+        &self,
+        db: &tokio_postgres::Client,
+        seq: u64,
+    ) -> Result<Option<tokio_postgres::Row>, String> {
+        let stored_at = self.stored_at(seq).await?;
+        db.query_opt(
+            "SELECT id, digest, code, detail FROM dlq_items WHERE stream_seq = $1 AND stored_at = $2",
+            &[&(seq as i64), &stored_at],
+        )
+        .await
+        .map_err(|e| format!("reading dlq_items: {e}"))
     }
 
     async fn dashboard_retry(&mut self) -> Result<Vec<Outcome>, String> {
