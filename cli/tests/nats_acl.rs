@@ -80,18 +80,21 @@ async fn each_nats_user_gets_only_its_own_subjects() {
     let seed = |n: &str| dir.join(format!("{n}.nk"));
     // acme in one step: producer, signing key and NATS user; beta step by step.
     let key_file = dir.join("acme.key");
-    let out = ok(&acectl(
-        &[
-            "producer",
-            "add",
-            "acme",
-            "--key-out",
-            key_file.to_str().expect("path"),
-            "--nats-seed-out",
-            seed("acme").to_str().expect("path"),
-        ],
-        &admin_url,
-    ));
+    let onboard_acme = || {
+        ok(&acectl(
+            &[
+                "producer",
+                "add",
+                "acme",
+                "--key-out",
+                key_file.to_str().expect("path"),
+                "--nats-seed-out",
+                seed("acme").to_str().expect("path"),
+            ],
+            &admin_url,
+        ))
+    };
+    let out = onboard_acme();
     assert!(
         out.contains("producer acme added")
             && out.contains("key ")
@@ -105,18 +108,7 @@ async fn each_nats_user_gets_only_its_own_subjects() {
         .expect("32 bytes");
     keys.push(SigningKey::from_bytes(&acme_bytes));
     // Run again: nothing new, the same key and NATS user.
-    let again = ok(&acectl(
-        &[
-            "producer",
-            "add",
-            "acme",
-            "--key-out",
-            key_file.to_str().expect("path"),
-            "--nats-seed-out",
-            seed("acme").to_str().expect("path"),
-        ],
-        &admin_url,
-    ));
+    let again = onboard_acme();
     assert!(
         again.contains("producer acme already registered")
             && again.matches("already registered").count() == 2

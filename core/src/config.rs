@@ -188,18 +188,7 @@ impl ConfigFile {
     }
 }
 
-impl Default for Env<'_> {
-    fn default() -> Self {
-        Self::process()
-    }
-}
-
 impl<'a> Env<'a> {
-    /// The process environment alone (no settings file).
-    pub fn process() -> Self {
-        Self::from_fn(|k| std::env::var(k).ok())
-    }
-
     /// The process environment and, when `ACE_CONFIG_FILE` names one, its settings file.
     /// A service reads its config from this, then calls [`Env::finish`].
     ///

@@ -512,11 +512,13 @@ impl<'a> Runner<'a> {
         if indexes.is_empty() {
             return Err("the last publish has no entry to verify".into());
         }
-        let picks: Vec<u64> = if indexes.len() <= max.max(2) {
+        // First and last at least, then evenly spaced between.
+        let max = max.max(2);
+        let picks: Vec<u64> = if indexes.len() <= max {
             indexes.clone()
         } else {
-            let step = (indexes.len() - 1) as f64 / (max.max(2) - 1) as f64;
-            (0..max.max(2))
+            let step = (indexes.len() - 1) as f64 / (max - 1) as f64;
+            (0..max)
                 .map(|i| indexes[((i as f64) * step).round() as usize])
                 .collect()
         };
@@ -564,28 +566,47 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
-    /// Logs in as the stack's operator (once) and returns the cookie header.
-    async fn dashboard_login(&mut self) -> Result<String, String> {
-        if self.dashboard_cookies.is_none() {
-            let mut cookies = HashMap::new();
-            let form = self.dashboard_get("/login", &mut cookies).await?;
-            let token = csrf(&form)?;
-            let (user, pw) = self.stack.operator.clone();
-            let status = self
-                .dashboard_post(
-                    "/login",
-                    &[("csrf", &token), ("username", &user), ("password", &pw)],
-                    &mut cookies,
-                )
-                .await?;
-            if status != 303 {
-                return Err(format!("dashboard login as {user}: HTTP {status}"));
-            }
-            self.dashboard_cookies = Some(cookies);
+    /// Logs in as the stack's operator (once) and returns the session's cookies.
+    async fn dashboard_login(&mut self) -> Result<HashMap<String, String>, String> {
+        if let Some(c) = &self.dashboard_cookies {
+            return Ok(c.clone());
         }
-        Ok(cookie_header(
-            self.dashboard_cookies.as_ref().unwrap_or(&HashMap::new()),
-        ))
+        let mut cookies = HashMap::new();
+        let form = self.dashboard_get("/login", &mut cookies).await?;
+        let token = csrf(&form)?;
+        let (user, pw) = self.stack.operator.clone();
+        let status = self
+            .dashboard_post(
+                "/login",
+                &[("csrf", &token), ("username", &user), ("password", &pw)],
+                &mut cookies,
+            )
+            .await?;
+        if status != 303 {
+            return Err(format!("dashboard login as {user}: HTTP {status}"));
+        }
+        self.dashboard_cookies = Some(cookies.clone());
+        Ok(cookies)
+    }
+
+    /// An operator's action on DLQ item `id`, as the dashboard's form posts it: the item
+    /// page's CSRF token, then `POST /dlq/{id}/{action}`, answered 303.
+    async fn dashboard_act(
+        &self,
+        id: i64,
+        action: &str,
+        extra: &[(&str, &str)],
+        cookies: &mut HashMap<String, String>,
+    ) -> Result<(), String> {
+        let page = self.dashboard_get(&format!("/dlq/{id}"), cookies).await?;
+        let token = csrf(&page)?;
+        let mut form = vec![("csrf", token.as_str())];
+        form.extend_from_slice(extra);
+        let path = format!("/dlq/{id}/{action}");
+        match self.dashboard_post(&path, &form, cookies).await? {
+            303 => Ok(()),
+            status => Err(format!("POST {path}: HTTP {status}")),
+        }
     }
 
     async fn dashboard_get(
@@ -630,7 +651,7 @@ impl<'a> Runner<'a> {
     }
 
     /// The DLQ item ids of the last publish, in order.
-    async fn dlq_items(&self) -> Result<Vec<(i64, Option<String>)>, String> {
+    async fn dlq_items(&self) -> Result<Vec<i64>, String> {
         if self.last.is_empty() {
             return Err("no earlier publish step whose DLQ items to act on".into());
         }
@@ -641,7 +662,7 @@ impl<'a> Runner<'a> {
                 .dlq_row(&db, o.stream_seq)
                 .await?
                 .ok_or_else(|| format!("stream seq {} has no DLQ item", o.stream_seq))?;
-            items.push((row.get("id"), row.get("digest")));
+            items.push(row.get("id"));
         }
         Ok(items)
     }
@@ -655,7 +676,7 @@ impl<'a> Runner<'a> {
     ) -> Result<Option<tokio_postgres::Row>, String> {
         let stored_at = self.stored_at(seq).await?;
         db.query_opt(
-            "SELECT id, digest, code, detail FROM dlq_items WHERE stream_seq = $1 AND stored_at = $2",
+            "SELECT id, code, detail FROM dlq_items WHERE stream_seq = $1 AND stored_at = $2",
             &[&(seq as i64), &stored_at],
         )
         .await
@@ -664,25 +685,11 @@ impl<'a> Runner<'a> {
 
     async fn dashboard_retry(&mut self) -> Result<Vec<Outcome>, String> {
         let items = self.dlq_items().await?;
-        self.dashboard_login().await?;
-        let mut cookies = self.dashboard_cookies.clone().unwrap_or_default();
+        let mut cookies = self.dashboard_login().await?;
         let db = self.stack.admin_db().await?;
         let mut outcomes = Vec::new();
-        for ((id, _digest), old) in items.iter().zip(self.last.clone()) {
-            let page = self
-                .dashboard_get(&format!("/dlq/{id}"), &mut cookies)
-                .await?;
-            let token = csrf(&page)?;
-            let status = self
-                .dashboard_post(
-                    &format!("/dlq/{id}/retry"),
-                    &[("csrf", &token)],
-                    &mut cookies,
-                )
-                .await?;
-            if status != 303 {
-                return Err(format!("POST /dlq/{id}/retry: HTTP {status}"));
-            }
+        for (id, old) in items.iter().zip(self.last.clone()) {
+            self.dashboard_act(*id, "retry", &[], &mut cookies).await?;
             let seq: i64 = db
                 .query_opt(
                     "SELECT stream_seq FROM dlq_actions WHERE dlq_id = $1 AND action = 'retry' ORDER BY id DESC LIMIT 1",
@@ -706,24 +713,11 @@ impl<'a> Runner<'a> {
 
     async fn dashboard_discard(&mut self, note: &str) -> Result<(), String> {
         let items = self.dlq_items().await?;
-        self.dashboard_login().await?;
-        let mut cookies = self.dashboard_cookies.clone().unwrap_or_default();
+        let mut cookies = self.dashboard_login().await?;
         let db = self.stack.admin_db().await?;
-        for (id, _) in items {
-            let page = self
-                .dashboard_get(&format!("/dlq/{id}"), &mut cookies)
+        for id in items {
+            self.dashboard_act(id, "discard", &[("note", note)], &mut cookies)
                 .await?;
-            let token = csrf(&page)?;
-            let status = self
-                .dashboard_post(
-                    &format!("/dlq/{id}/discard"),
-                    &[("csrf", &token), ("note", note)],
-                    &mut cookies,
-                )
-                .await?;
-            if status != 303 {
-                return Err(format!("POST /dlq/{id}/discard: HTTP {status}"));
-            }
             let found = db
                 .query_opt(
                     "SELECT actor FROM dlq_actions WHERE dlq_id = $1 AND action = 'discard' AND note = $2",

@@ -92,17 +92,6 @@ impl Acks {
             .cloned()
     }
 
-    /// The ack of the first message after `after_seq` whose digest is `digest`.
-    pub fn find_digest_after(&self, digest: &str, after_seq: u64) -> Option<Ack> {
-        self.by_seq
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .filter(|a| a.stream_seq > after_seq && a.digest.as_deref() == Some(digest))
-            .min_by_key(|a| a.stream_seq)
-            .cloned()
-    }
-
     fn insert(&self, a: Ack) {
         self.by_seq
             .lock()
@@ -142,7 +131,6 @@ pub struct Stack {
     pub seeds: HashMap<String, PathBuf>,
     /// Signing keys by name (each producer's first key is named after it).
     pub keys: HashMap<String, SigningKey>,
-    pub key_files: HashMap<String, PathBuf>,
     pub services: Vec<Service>,
     pub admin: async_nats::Client,
     pub acks: Arc<Acks>,
@@ -233,7 +221,6 @@ impl Stack {
 
         let mut seeds = HashMap::new();
         let mut keys = HashMap::new();
-        let mut key_files = HashMap::new();
         for p in &spec.producers {
             let key_file = dir.join(format!("keys/{p}.key"));
             let seed = dir.join(format!("nats/{p}.nk"));
@@ -247,7 +234,6 @@ impl Stack {
                 path(&seed),
             ])?;
             keys.insert(p.clone(), read_key(&key_file)?);
-            key_files.insert(p.clone(), key_file);
             seeds.insert(p.clone(), seed);
         }
         for (name, kind) in [
@@ -402,7 +388,6 @@ impl Stack {
             ledger_vkey,
             seeds,
             keys,
-            key_files,
             services: Vec::new(),
             admin,
             acks,
