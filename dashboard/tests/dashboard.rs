@@ -365,6 +365,16 @@ async fn logins_are_rate_limited() {
     assert_eq!(other.login(VIEWER).await.status, 429, "same client address");
 }
 
+/// The dashboard's Prometheus text.
+async fn metrics(stack: &Stack) -> String {
+    reqwest::get(format!("{}/metrics", stack.dashboard))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alert_hooks_post_to_the_webhook_and_set_the_gauges() {
     let seen: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
@@ -418,12 +428,7 @@ async fn alert_hooks_post_to_the_webhook_and_set_the_gauges() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let metrics = reqwest::get(format!("{}/metrics", stack.dashboard))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
+    let metrics = metrics(&stack).await;
     for line in [
         "ace_dashboard_dlq_open_items 2",
         "ace_dashboard_writer_leaders 1",
@@ -449,12 +454,7 @@ async fn with_every_writer_unreachable_no_writer_leads_and_the_alert_fires() {
     .await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let metrics = reqwest::get(format!("{}/metrics", stack.dashboard))
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("body");
+        let metrics = metrics(&stack).await;
         if metrics.contains("ace_dashboard_alert_firing{alert=\"AceWriterWithoutLeader\"} 1") {
             assert!(
                 metrics.contains("ace_dashboard_writer_leaders 0"),
