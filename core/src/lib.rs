@@ -22,6 +22,7 @@ pub mod nats;
 pub mod nats_acl;
 pub mod operator_audit;
 pub mod policy;
+pub mod prepared_key;
 pub mod rejection;
 pub mod service;
 pub mod state;

@@ -74,7 +74,7 @@ impl Statement {
     /// A [`Rejection`] with code `malformed_statement` naming the field, e.g.
     /// `subject[1].digest.sha256`, or `$` when the payload is not a JSON object.
     pub fn parse(payload: &[u8]) -> Result<Statement, Rejection> {
-        let obj = fields::json_object(CODE, payload, "statement")?;
+        let mut obj = fields::json_object(CODE, payload, "statement")?;
 
         let type_ = required_string(&obj, "_type", "_type")?;
         if type_ != STATEMENT_TYPE_V1 {
@@ -105,21 +105,24 @@ impl Statement {
             ));
         }
 
-        let predicate = match obj.get("predicate") {
+        let type_ = type_.to_owned();
+        let predicate_type = predicate_type.to_owned();
+        // Moved out, not cloned: a predicate can be most of the payload.
+        let predicate = match obj.remove("predicate") {
             None => None,
-            Some(p @ Value::Object(_)) => Some(p.clone()),
+            Some(p @ Value::Object(_)) => Some(p),
             Some(other) => {
                 return Err(malformed(
                     "predicate",
-                    format!("predicate must be an object, found {}", json_kind(other)),
+                    format!("predicate must be an object, found {}", json_kind(&other)),
                 ))
             }
         };
 
         Ok(Statement {
-            type_: type_.to_owned(),
+            type_,
             subject,
-            predicate_type: predicate_type.to_owned(),
+            predicate_type,
             predicate,
         })
     }

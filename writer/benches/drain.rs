@@ -19,7 +19,8 @@
 //!    path of the writer's may grow with the log.
 
 use std::collections::HashMap;
-use std::process::{Child, Command};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ace_core::checkpoint::NoteSigner;
@@ -200,11 +201,15 @@ async fn reference(nats: &TestNats, db: &TestDb, keys: &[SigningKey], n: usize) 
 struct Writer {
     child: Child,
     listen: String,
+    /// When the writer logged that it leads with the log's state loaded: its next step is
+    /// the first fetch. The drain is timed from here, as the issue asks ("from the first
+    /// fetch"); the process start and connections before it are reported apart.
+    leading: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
 }
 
 fn spawn_writer(db: &TestDb, nats: &TestNats, key_file: &std::path::Path, port: u16) -> Writer {
     let listen = format!("127.0.0.1:{port}");
-    let child = Command::new(env!("CARGO_BIN_EXE_ace-writer"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ace-writer"))
         .env_clear()
         .env("ACE_NATS_URL", &nats.url)
         .env("ACE_DATABASE_URL", db.url("ace_writer"))
@@ -217,17 +222,48 @@ fn spawn_writer(db: &TestDb, nats: &TestNats, key_file: &std::path::Path, port: 
                 .into_iter()
                 .filter_map(|k| std::env::var(k).ok().map(|v| (k, v))),
         )
-        // ACE_BENCH_WRITER_LOG=ace_writer=debug shows each block's stage timings.
+        // ACE_BENCH_WRITER_LOG=ace_writer=debug shows each block's stage timings. The
+        // sequencer's info lines are always on: "log state loaded" starts the clock.
         .env(
             "ACE_LOG",
-            std::env::var("ACE_BENCH_WRITER_LOG").unwrap_or_else(|_| "warn".into()),
+            match std::env::var("ACE_BENCH_WRITER_LOG") {
+                Ok(filter) => filter,
+                Err(_) => "warn,ace_writer::sequencer=info".into(),
+            },
         )
+        .stdout(Stdio::piped())
         .spawn()
         .expect("spawning ace-writer");
-    Writer { child, listen }
+    let leading = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let show = std::env::var("ACE_BENCH_WRITER_LOG").is_ok();
+    if let Some(out) = child.stdout.take() {
+        let leading = leading.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if line.contains("log state loaded") {
+                    if let Ok(mut l) = leading.lock() {
+                        l.get_or_insert_with(Instant::now);
+                    }
+                }
+                if show {
+                    println!("{line}");
+                }
+            }
+        });
+    }
+    Writer {
+        child,
+        listen,
+        leading,
+    }
 }
 
 impl Writer {
+    /// When the writer started leading (it logs it before its first fetch), if it did.
+    fn leading_since(&self) -> Option<Instant> {
+        self.leading.lock().ok().and_then(|l| *l)
+    }
+
     /// SIGTERM, wait: CPU time and peak RSS of the process (getrusage of children).
     fn stop(mut self) -> (Duration, u64) {
         let _ = Command::new("kill")
@@ -309,12 +345,16 @@ async fn bench() {
     while tree_size(&admin).await < n as u64 || unacked(&nats).await > 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let d = started.elapsed();
+    let done = Instant::now();
+    let from_start = done - started;
+    let d = w.leading_since().map_or(from_start, |t| done - t);
     let (cpu, maxrss_kb) = w.stop();
     let w_rate = n as f64 / d.as_secs_f64();
     println!(
-        "writer drain:       {n} envelopes in {:.2} s = {w_rate:.0} envelopes/s (from process start, so start-up included)",
-        d.as_secs_f64()
+        "writer drain:       {n} envelopes in {:.2} s = {w_rate:.0} envelopes/s (from the first fetch; {:.0} envelopes/s from the process start, {:.0} ms before the first fetch)",
+        d.as_secs_f64(),
+        n as f64 / from_start.as_secs_f64(),
+        (from_start - d).as_secs_f64() * 1e3
     );
     println!(
         "  ratio writer / reference: {:.2}; writer CPU {:.1} s ({:.0}% of one core over the drain), peak RSS {} MiB",
@@ -482,7 +522,8 @@ async fn bench() {
         while tree_size(&admin).await < target || unacked(&nats).await > 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let d = started.elapsed();
+        let done = Instant::now();
+        let d = w.leading_since().map_or(done - started, |t| done - t);
         let _ = w.stop();
         let deep_rate = n as f64 / d.as_secs_f64();
         println!(

@@ -211,6 +211,8 @@ struct Decider {
     db_timeout: Duration,
     policy: watch::Receiver<Arc<Policy>>,
     limiter: RateLimiter,
+    /// Busy keys' verification tables, kept between batches.
+    prepared: verify::PreparedKeys,
 }
 
 /// A batch taken off the intake and decided, waiting for its transaction.
@@ -218,6 +220,9 @@ struct Prepared {
     msgs: Vec<jetstream::Message>,
     incoming: Vec<Incoming>,
     verdicts: Vec<Verdict>,
+    /// Entries already in the log among the batch's digests, as the decider saw the log:
+    /// every batch committed before the one committing while it decided.
+    existing: HashMap<String, batch::ExistingEntry>,
     tally: Tally,
     /// The policy snapshot that decided this batch.
     policy: Arc<Policy>,
@@ -251,8 +256,7 @@ struct Committer {
     signers: Vec<NoteSigner>,
     metrics: Arc<Metrics>,
     names: Names,
-    js: jetstream::Context,
-    /// To flush the acks out before the writer stops.
+    /// Acks and notices go out on it; flushed before the writer stops.
     nats: async_nats::Client,
     nak_delay: Duration,
     db_timeout: Duration,
@@ -261,6 +265,22 @@ struct Committer {
     /// Acks of committed batches still going out; bounded so a slow NATS slows intake
     /// instead of piling up tasks.
     settling: std::collections::VecDeque<tokio::task::JoinHandle<()>>,
+    /// The entries of the last committed batch, by digest: the one batch the decider's
+    /// dedupe lookup may not have seen (it was committing meanwhile).
+    last_committed: HashMap<String, batch::ExistingEntry>,
+    /// Every key event up to this one is in the log (known after a commit in this
+    /// leadership), so a batch whose registry saw no later one skips the lookup.
+    key_events_in_log: Option<u64>,
+}
+
+/// Where a batch's transaction spent its time, for the debug line of each block: the
+/// head check and dedupe lookups, planning (leaves, tiles, checkpoint), writing the rows,
+/// and the commit itself.
+struct CommitStages {
+    lookups: Duration,
+    plan: Duration,
+    write: Duration,
+    commit: Duration,
 }
 
 /// How many committed batches may have their acks in flight at once.
@@ -357,17 +377,19 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<(),
             db_timeout: cfg.db_timeout,
             policy,
             limiter: RateLimiter::new(),
+            prepared: verify::PreparedKeys::default(),
         },
         committer: Committer {
             signers,
             metrics: metrics.clone(),
             names,
-            js,
             nats: client.clone(),
             nak_delay: cfg.nak_delay,
             db_timeout: cfg.db_timeout,
             recorded_policy: None,
             settling: Default::default(),
+            last_committed: HashMap::new(),
+            key_events_in_log: None,
         },
         metrics,
         cfg,
@@ -535,6 +557,9 @@ impl Writer {
         // be decided while this one's transaction holds the lock's connection.
         let mut reads =
             db::connect_guarded(self.cfg.database_url.expose(), self.cfg.db_timeout).await?;
+        // What the committer remembers between batches holds for this leadership only.
+        self.committer.last_committed.clear();
+        self.committer.key_events_in_log = None;
         let outcome = self.pipeline(pg, &mut reads, &mut state, shutdown).await;
         self.committer.settled().await;
         outcome
@@ -736,40 +761,54 @@ impl Decider {
                 .map_err(|e| BatchError::Fatal(format!("parse task: {e}")))?;
         crashpoint::reached(Point::Parsed);
         let (producers, keyids) = verify::registry_needs(&parsed);
+        let digests = verify::digests(&parsed);
         // The registry as of the database clock, read under the keys lock: that time is
         // the batch's integrated time, so the auditor, replaying the log's key events at
-        // it, judges every entry as the writer did.
-        let (clock, producers, keys) =
+        // it, judges every entry as the writer did. The dedupe lookup goes along: it sees
+        // every batch but the one committing now, whose entries the committer adds.
+        let (clock, producers, keys, existing) =
             within(self.db_timeout, "reading producers and keys", async {
                 let tx = reads
                     .transaction()
                     .await
                     .map_err(DbError::query("starting the registry read"))?;
                 let clock = db::registry_clock(&tx).await?;
-                let (producers, keys) = futures::try_join!(
+                let (producers, keys, existing) = futures::try_join!(
                     db::load_producers(&tx, &producers),
-                    db::load_keys(&tx, &keyids)
+                    db::load_keys(&tx, &keyids),
+                    store::existing(&tx, &digests)
                 )?;
                 tx.commit()
                     .await
                     .map_err(DbError::query("ending the registry read"))?;
-                Ok::<_, BatchError>((clock, producers, keys))
+                Ok::<_, BatchError>((clock, producers, keys, existing))
             })
             .await?;
-        let registry = Registry { producers, keys };
+        let mut registry = Registry {
+            producers,
+            keys,
+            prepared: HashMap::new(),
+        };
         let registry_read = taken.elapsed();
         let now = clock.now_ms;
         let snapshot = policy.clone();
-        let decided = tokio::task::spawn_blocking(move || {
-            verify::decide_all(parsed, &registry, &snapshot, now)
+        let mut prepared = std::mem::take(&mut self.prepared);
+        let (decided, prepared) = tokio::task::spawn_blocking(move || {
+            prepared.attach(&mut registry, &parsed);
+            (
+                verify::decide_all(parsed, &registry, &snapshot, now),
+                prepared,
+            )
         })
         .await
         .map_err(|e| BatchError::Fatal(format!("verify task: {e}")))?;
+        self.prepared = prepared;
         let (verdicts, tally) = verify::settle(decided, &policy, &mut self.limiter, now);
         Ok(Prepared {
             msgs: Vec::new(),
             incoming,
             verdicts,
+            existing,
             tally,
             policy,
             now_ms: now,
@@ -799,9 +838,9 @@ impl Committer {
         )
         .await
         {
-            Ok(plan) => {
+            Ok((plan, stages)) => {
                 let committed = started.elapsed();
-                self.record(&p, &plan, state, committed);
+                self.record(&p, &plan, state, committed, &stages);
                 self.settle(p, plan).await;
                 Ok(())
             }
@@ -814,7 +853,8 @@ impl Committer {
         pg: &mut Client,
         state: &mut LogState,
         p: &mut Prepared,
-    ) -> Result<batch::Plan, BatchError> {
+    ) -> Result<(batch::Plan, CommitStages), BatchError> {
+        let t0 = Instant::now();
         let digests: Vec<String> = p
             .verdicts
             .iter()
@@ -839,10 +879,22 @@ impl Committer {
                 latest.map(|b| (b.height, b.tree_size))
             )));
         }
-        let existing = store::existing(&tx, &digests).await?;
+        let mut existing = std::mem::take(&mut p.existing);
+        for d in &digests {
+            if let Some(e) = self.last_committed.get(d) {
+                existing.insert(d.clone(), *e);
+            }
+        }
         let signers: Vec<&NoteSigner> = self.signers.iter().collect();
-        let ledger: Vec<batch::LedgerEntry> = store::pending_key_events(&tx, p.last_key_event)
-            .await?
+        let pending = if self
+            .key_events_in_log
+            .is_some_and(|done| p.last_key_event <= done)
+        {
+            Vec::new()
+        } else {
+            store::pending_key_events(&tx, p.last_key_event).await?
+        };
+        let ledger: Vec<batch::LedgerEntry> = pending
             .iter()
             .map(|ev| batch::LedgerEntry::new(ev, &signers))
             .collect();
@@ -850,6 +902,7 @@ impl Committer {
         if key_events > 0 {
             tracing::info!(key_events, "appending key events to the log");
         }
+        let t1 = Instant::now();
         // The integrated time is the time the keys and the policy were judged at, so
         // that an auditor re-checking key validity at that time agrees with the writer.
         let plan = batch::plan(
@@ -861,6 +914,7 @@ impl Committer {
             &signers,
             ledger,
         )?;
+        let t2 = Instant::now();
         let policy = &p.policy;
         let record =
             (self.recorded_policy.as_deref() != Some(policy.version())).then(|| policy.source());
@@ -874,19 +928,50 @@ impl Committer {
         )
         .await?;
         crashpoint::reached(Point::Written);
+        let t3 = Instant::now();
         tx.commit()
             .await
             .map_err(DbError::query("committing the batch"))?;
         crashpoint::reached(Point::Committed);
         *state = plan.state.clone();
-        if plan.block.is_some() {
+        if let Some(block) = &plan.block {
             self.recorded_policy = Some(policy.version().to_string());
+            let height = block.header.height;
+            self.last_committed = plan
+                .entries
+                .iter()
+                .map(|e| {
+                    let entry = batch::ExistingEntry {
+                        index: e.index,
+                        block: height,
+                        stream_seq: e.stream_seq,
+                    };
+                    (e.digest.clone(), entry)
+                })
+                .collect();
         }
-        Ok(plan)
+        self.key_events_in_log = Some(
+            self.key_events_in_log
+                .map_or(p.last_key_event, |d| d.max(p.last_key_event)),
+        );
+        let stages = CommitStages {
+            lookups: t1 - t0,
+            plan: t2 - t1,
+            write: t3 - t2,
+            commit: t3.elapsed(),
+        };
+        Ok((plan, stages))
     }
 
     /// Metrics and the debug line, all from what was just committed.
-    fn record(&self, p: &Prepared, plan: &batch::Plan, state: &LogState, committed: Duration) {
+    fn record(
+        &self,
+        p: &Prepared,
+        plan: &batch::Plan,
+        state: &LogState,
+        committed: Duration,
+        stages: &CommitStages,
+    ) {
         let committed_at = now_ms();
         let m = &self.metrics;
         for (rule, verdict, n) in p.tally.rules(&p.policy) {
@@ -940,6 +1025,10 @@ impl Committer {
                 registry_ms = p.registry_read.as_millis() as u64,
                 decided_ms = p.decided.as_millis() as u64,
                 commit_ms = committed.as_millis() as u64,
+                lookups_ms = stages.lookups.as_millis() as u64,
+                plan_ms = stages.plan.as_millis() as u64,
+                write_ms = stages.write.as_millis() as u64,
+                tx_commit_ms = stages.commit.as_millis() as u64,
                 "block sealed"
             );
         }
@@ -954,7 +1043,7 @@ impl Committer {
             }
         }
         let metrics = self.metrics.clone();
-        let js = self.js.clone();
+        let client = self.nats.clone();
         let names = self.names.clone();
         self.settling.push_back(tokio::spawn(async move {
             // Plain acks, not confirmed ones: an ack that is lost (the writer or the
@@ -972,7 +1061,7 @@ impl Committer {
                 tracing::warn!(failed, "JetStream acks could not be sent after commit; those messages will be redelivered and deduplicated");
             }
             crashpoint::reached(Point::Acked);
-            publish_outcomes(&js, &names, &metrics, &plan).await;
+            publish_outcomes(&client, &names, &metrics, &plan).await;
         }));
     }
 
@@ -987,51 +1076,95 @@ impl Committer {
     }
 }
 
-/// Acks to producers and DLQ notices, published through JetStream and confirmed
-/// together. A failure here loses no data (the outcome is committed and readable);
-/// it is counted and logged.
+/// How long the settle task waits for JetStream to confirm a batch's acks and notices
+/// (what async-nats waits for one publish).
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Acks to producers and DLQ notices, stored by JetStream (the ACKS and DLQ streams) and
+/// confirmed together. A failure here loses no data (the outcome is committed and
+/// readable); it is counted and logged.
+///
+/// Each message carries its own reply subject under one inbox per batch, and one
+/// subscription counts JetStream's confirmations: the same publish and confirmation as
+/// `jetstream::Context::publish`, without a future, a channel and a timer per message,
+/// which cost a fifth of the writer's non-signature CPU (docs/performance.md).
 async fn publish_outcomes(
-    js: &jetstream::Context,
+    client: &async_nats::Client,
     names: &Names,
     metrics: &Metrics,
     plan: &batch::Plan,
 ) {
-    let mut pending = Vec::with_capacity(plan.acks.len() + plan.dlq.len());
-    for (producer, ack) in &plan.acks {
-        pending.push(js.publish(names.ack_subject(producer), ack.to_json().into()));
+    let total = plan.acks.len() + plan.dlq.len();
+    if total == 0 {
+        return;
     }
-    for d in &plan.dlq {
-        let notice = serde_json::json!({
-            "stream_seq": d.stream_seq,
-            // With stream_seq, names the row: a recreated stream reuses sequences.
-            "stored_at": d.stored_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            "subject": d.subject,
-            "producer": d.producer,
-            "digest": d.digest,
-            "reason": d.rejection,
-            "size": d.envelope.len(),
-        });
-        pending.push(js.publish(names.dlq_subject(&d.producer), notice.to_string().into()));
-    }
-    let total = pending.len();
-    let sent = futures::future::join_all(pending).await;
-    let mut confirms = Vec::with_capacity(sent.len());
-    let mut failed = 0usize;
-    for s in sent {
-        match s {
-            Ok(f) => confirms.push(std::future::IntoFuture::into_future(f)),
-            Err(_) => failed += 1,
+    let inbox = client.new_inbox();
+    let mut replies = match client.subscribe(format!("{inbox}.*")).await {
+        Ok(s) => s,
+        Err(e) => {
+            metrics.transient_errors.with_label_values(&["nats"]).inc();
+            tracing::warn!(error = %e, total, "cannot subscribe for JetStream's confirmations; acks and DLQ notices not sent");
+            return;
+        }
+    };
+    let mut sent = 0usize;
+    let outcomes = plan
+        .acks
+        .iter()
+        .map(|(producer, ack)| (names.ack_subject(producer), ack.to_json()))
+        .chain(plan.dlq.iter().map(|d| {
+            let notice = serde_json::json!({
+                "stream_seq": d.stream_seq,
+                // With stream_seq, names the row: a recreated stream reuses sequences.
+                "stored_at": d.stored_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                "subject": d.subject,
+                "producer": d.producer,
+                "digest": d.digest,
+                "reason": d.rejection,
+                "size": d.envelope.len(),
+            });
+            (
+                names.dlq_subject(&d.producer),
+                notice.to_string().into_bytes(),
+            )
+        }));
+    for (i, (subject, payload)) in outcomes.enumerate() {
+        if client
+            .publish_with_reply(subject, format!("{inbox}.{i}"), payload.into())
+            .await
+            .is_ok()
+        {
+            sent += 1;
         }
     }
-    failed += futures::future::join_all(confirms)
-        .await
-        .iter()
-        .filter(|r| r.is_err())
-        .count();
+    // JetStream answers each stored message with {"stream": …, "seq": …}, a refusal with
+    // {"error": …}, and a subject no stream takes with a no-responders status.
+    let mut confirmed = 0usize;
+    let mut refused = 0usize;
+    let deadline = tokio::time::Instant::now() + CONFIRM_TIMEOUT;
+    while confirmed + refused < sent {
+        match tokio::time::timeout_at(deadline, replies.next()).await {
+            Ok(Some(m)) => {
+                let stored = m.status.is_none()
+                    && serde_json::from_slice::<serde_json::Value>(&m.payload)
+                        .is_ok_and(|v| v.get("seq").is_some() && v.get("error").is_none());
+                if stored {
+                    confirmed += 1;
+                } else {
+                    refused += 1;
+                }
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let _ = replies.unsubscribe().await;
+    let failed = total - confirmed;
     if failed > 0 {
         metrics.transient_errors.with_label_values(&["nats"]).inc();
         tracing::warn!(
             failed,
+            refused,
+            unanswered = sent - confirmed - refused,
             total,
             "some acks or DLQ notices were not confirmed by JetStream"
         );
