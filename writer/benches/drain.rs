@@ -322,11 +322,17 @@ async fn bench() {
     // 1. Reference.
     let (db, nats) = (TestDb::new().await, TestNats::new().await);
     fill(&nats, &items).await;
+    let before = cpu_now(None);
     let r = reference(&nats, &db, &keys, n).await;
+    let after = cpu_now(None);
     let ref_rate = n as f64 / r.as_secs_f64();
     println!(
         "reference pipeline: {n} envelopes in {:.2} s = {ref_rate:.0} envelopes/s",
         r.as_secs_f64()
+    );
+    println!(
+        "{}",
+        cpu_line("reference", "pipeline", before, after, n, false)
     );
     drop((db, nats));
 
@@ -340,12 +346,14 @@ async fn bench() {
     std::fs::write(&key_file, signer.to_key_file()).expect("key file");
     fill(&nats, &items).await;
     let admin = db.admin().await;
+    let before = cpu_now(None);
     let started = Instant::now();
     let w = spawn_writer(&db, &nats, &key_file, free_port());
     while tree_size(&admin).await < n as u64 || unacked(&nats).await > 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let done = Instant::now();
+    let after = cpu_now(Some(w.child.id()));
     let from_start = done - started;
     let d = w.leading_since().map_or(from_start, |t| done - t);
     let (cpu, maxrss_kb) = w.stop();
@@ -363,6 +371,7 @@ async fn bench() {
         cpu.as_secs_f64() / d.as_secs_f64() * 100.0,
         maxrss_kb / 1024
     );
+    println!("{}", cpu_line("writer", "writer", before, after, n, true));
 
     // 3. Live: offered load, publish → ack latency.
     let port = free_port();
@@ -562,4 +571,100 @@ async fn wait_ready(listen: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("the writer at {listen} did not become ready");
+}
+
+/// CPU time used so far (user + system), for one process or all processes of a name, and
+/// the whole machine's busy and total time: taken before and after a drain, the
+/// difference says where each envelope's CPU went.
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    bench: f64,
+    writer: f64,
+    postgres: f64,
+    nats: f64,
+    machine_busy: f64,
+    machine_total: f64,
+}
+
+fn ticks() -> f64 {
+    // SAFETY: sysconf reads a constant of the system.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// (comm, utime + stime in seconds) of `/proc/<pid>/stat`.
+fn proc_cpu(pid: &str) -> Option<(String, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat[open + 1..close].to_string();
+    let rest: Vec<&str> = stat[close + 2..].split(' ').collect();
+    // Fields 14 and 15 of stat(5); `rest` starts at field 3.
+    let utime: f64 = rest.get(11)?.parse().ok()?;
+    let stime: f64 = rest.get(12)?.parse().ok()?;
+    Some((comm, (utime + stime) / ticks()))
+}
+
+fn cpu_now(writer: Option<u32>) -> Cpu {
+    let mut c = Cpu::default();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if !name.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            if let Some((comm, secs)) = proc_cpu(&name) {
+                match comm.as_str() {
+                    "postgres" => c.postgres += secs,
+                    "nats-server" => c.nats += secs,
+                    _ => {}
+                }
+            }
+        }
+    }
+    c.bench = proc_cpu("self").map_or(0.0, |(_, s)| s);
+    c.writer = writer
+        .and_then(|p| proc_cpu(&p.to_string()))
+        .map_or(0.0, |(_, s)| s);
+    if let Ok(stat) = std::fs::read_to_string("/proc/stat") {
+        if let Some(line) = stat.lines().next() {
+            let v: Vec<f64> = line
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            // user nice system idle iowait irq softirq steal
+            let idle = v.get(3).copied().unwrap_or(0.0) + v.get(4).copied().unwrap_or(0.0);
+            let total: f64 = v.iter().take(8).sum();
+            c.machine_busy = (total - idle) / ticks();
+            c.machine_total = total / ticks();
+        }
+    }
+    c
+}
+
+/// One line: CPU µs per envelope by process between two snapshots.
+fn cpu_line(what: &str, main: &str, a: Cpu, b: Cpu, n: usize, use_writer: bool) -> String {
+    let per = |x: f64| x / n as f64 * 1e6;
+    let own = if use_writer {
+        b.writer - a.writer
+    } else {
+        b.bench - a.bench
+    };
+    let (pg, nats) = (b.postgres - a.postgres, b.nats - a.nats);
+    let busy = b.machine_busy - a.machine_busy;
+    let total = b.machine_total - a.machine_total;
+    format!(
+        "  {what} CPU per envelope: {:.0} µs = {main} {:.0} + Postgres {:.0} + nats-server {:.0} (+ {:.0} elsewhere); machine busy {:.0}%",
+        per(busy),
+        per(own),
+        per(pg),
+        per(nats),
+        per(busy - own - pg - nats),
+        if total > 0.0 { busy / total * 100.0 } else { 0.0 }
+    )
 }

@@ -584,4 +584,98 @@ mod tests {
             Some(RejectionCode::PolicyDenied)
         );
     }
+
+    /// A batch of one busy key (prepared) and one quiet key (not), good signatures and
+    /// corrupted ones: the verdicts are those of the registry without prepared keys.
+    #[test]
+    fn prepared_keys_change_no_verdict_and_stay_bounded() {
+        let names = Names::new("ace").unwrap();
+        let allowed = vec![IN_TOTO_PAYLOAD_TYPE.to_string()];
+        let busy = SigningKey::from_bytes(&[21u8; 32]);
+        let quiet = SigningKey::from_bytes(&[22u8; 32]);
+        let mut msgs = Vec::new();
+        for i in 0..(PREPARE_AT + 8) {
+            let key = if i % 9 == 8 { &quiet } else { &busy };
+            let env = Envelope::sign(IN_TOTO_PAYLOAD_TYPE, &statement(), key);
+            let mut raw = env.to_json();
+            if i % 5 == 0 {
+                // Corrupt the signature: one bit of its base64 text.
+                let text = String::from_utf8(raw.clone()).unwrap();
+                let at = text.find("\"sig\":\"").unwrap() + 7 + (i % 40);
+                raw[at] = if raw[at] == b'A' { b'B' } else { b'A' };
+            }
+            msgs.push(msg("ace.intake.acme", raw));
+        }
+        let mut plain = Registry::default();
+        plain
+            .producers
+            .insert("acme".into(), ProducerStatus::Active);
+        for k in [&busy, &quiet] {
+            let rk = RegisteredKey::new("acme", k.verifying_key(), 0);
+            plain.keys.insert(rk.keyid.as_str().to_string(), rk);
+        }
+        let verdicts = |reg: &Registry| -> Vec<Option<RejectionCode>> {
+            let parsed = parse_all(&names, &allowed, 1 << 20, &msgs);
+            decide_all(parsed, reg, &Policy::builtin(), 1)
+                .into_iter()
+                .map(|(v, _)| match v {
+                    Verdict::Admit(_) => None,
+                    Verdict::Reject { rejection, .. } => Some(rejection.code),
+                })
+                .collect()
+        };
+        let expected = verdicts(&plain);
+        assert!(expected.contains(&Some(RejectionCode::BadSignature)));
+        assert!(expected.contains(&None));
+
+        let mut cache = PreparedKeys::default();
+        let mut reg = Registry {
+            producers: plain.producers.clone(),
+            keys: plain.keys.clone(),
+            prepared: HashMap::new(),
+        };
+        let parsed = parse_all(&names, &allowed, 1 << 20, &msgs);
+        cache.attach(&mut reg, &parsed);
+        // Only the busy key signs PREPARE_AT envelopes or more.
+        assert_eq!(reg.prepared.len(), 1);
+        assert_eq!(cache.len(), 1);
+        let busy_id = KeyId::from_public_key(&busy.verifying_key());
+        assert!(reg.prepared.contains_key(busy_id.as_str()));
+        assert_eq!(verdicts(&reg), expected);
+
+        // The next batch reuses the cached table even when the key is quiet in it.
+        let mut next = Registry {
+            producers: plain.producers.clone(),
+            keys: plain.keys.clone(),
+            prepared: HashMap::new(),
+        };
+        cache.attach(&mut next, &parsed[..3]);
+        assert!(next.prepared.contains_key(busy_id.as_str()));
+        assert_eq!(cache.len(), 1);
+
+        // Past PREPARED_MAX keys the cache starts over instead of growing.
+        for k in 0..PREPARED_MAX {
+            let mut seed = [7u8; 32];
+            seed[0] = (k % 250) as u8;
+            seed[1] = (k / 250) as u8;
+            let vk = SigningKey::from_bytes(&seed).verifying_key();
+            cache
+                .by_key
+                .insert(vk.to_bytes(), Arc::new(PreparedKey::new(&vk)));
+        }
+        assert!(cache.len() > PREPARED_MAX);
+        let mut again = Registry {
+            producers: plain.producers.clone(),
+            keys: plain.keys.clone(),
+            prepared: HashMap::new(),
+        };
+        let quiet_only: Vec<Incoming> = msgs.iter().skip(8).step_by(9).cloned().collect();
+        let mut many = Vec::new();
+        for _ in 0..PREPARE_AT {
+            many.extend(quiet_only.iter().cloned());
+        }
+        cache.attach(&mut again, &parse_all(&names, &allowed, 1 << 20, &many));
+        assert!(cache.len() <= PREPARED_MAX);
+        assert_eq!(verdicts(&again), expected);
+    }
 }
