@@ -7,11 +7,14 @@
 //! 3. live: publishing at a fixed offered rate while the writer runs, publish → ack
 //!    latency.
 //!
-//! Prints envelopes/s, the ratio, and the writer's CPU time and peak memory (getrusage of
-//! the child). `cargo bench -p ace-writer --bench drain`; `ACE_BENCH_ENVELOPES` (default
+//! Prints envelopes/s, the ratio, the writer's CPU time and peak memory (getrusage of the
+//! child), and for both drains the CPU time per envelope of the pipeline's own process, of
+//! Postgres and of nats-server (from /proc): where each envelope's cost goes. The writer's
+//! drain is timed from its first fetch (it logs "log state loaded" just before). `cargo bench -p ace-writer --bench drain`; `ACE_BENCH_ENVELOPES` (default
 //! 20000), `ACE_BENCH_LIVE_RATE` (5000/s), `ACE_BENCH_LIVE_SECS` (10),
 //! `ACE_BENCH_WRITER_LOG` (the writer's ACE_LOG, default warn); `ACE_BATCH_MAX_ENTRIES` and
-//! `ACE_BATCH_MAX_DELAY_MS` are passed to the writer when set.
+//! `ACE_BATCH_MAX_DELAY_MS` are passed to the writer when set; `ACE_BENCH_WRITER_BIN` runs
+//! another writer binary (an A/B against an older commit).
 //!
 //! 4. With `ACE_BENCH_PREFILL=N` (default 0: skipped): the log is grown by N synthetic
 //!    entries (`ace_testkit::synth`, as `ace-synth` does), then a fresh stream of the same
@@ -209,7 +212,11 @@ struct Writer {
 
 fn spawn_writer(db: &TestDb, nats: &TestNats, key_file: &std::path::Path, port: u16) -> Writer {
     let listen = format!("127.0.0.1:{port}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ace-writer"))
+    // ACE_BENCH_WRITER_BIN runs another build of the writer (an A/B against an older
+    // commit with the same bench, streams and machine).
+    let bin = std::env::var("ACE_BENCH_WRITER_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_ace-writer").to_string());
+    let mut child = Command::new(bin)
         .env_clear()
         .env("ACE_NATS_URL", &nats.url)
         .env("ACE_DATABASE_URL", db.url("ace_writer"))

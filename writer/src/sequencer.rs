@@ -218,7 +218,8 @@ struct Decider {
 /// A batch taken off the intake and decided, waiting for its transaction.
 struct Prepared {
     msgs: Vec<jetstream::Message>,
-    incoming: Vec<Incoming>,
+    /// Shared with the parse task instead of copied for it.
+    incoming: Arc<Vec<Incoming>>,
     verdicts: Vec<Verdict>,
     /// Entries already in the log among the batch's digests, as the decider saw the log:
     /// every batch committed before the one committing while it decided.
@@ -747,14 +748,18 @@ impl Decider {
         msgs: &[jetstream::Message],
     ) -> Result<Prepared, BatchError> {
         let taken = Instant::now();
-        let incoming: Vec<Incoming> = msgs.iter().map(to_incoming).collect::<Result<_, _>>()?;
+        let incoming: Arc<Vec<Incoming>> = Arc::new(
+            msgs.iter()
+                .map(to_incoming)
+                .collect::<Result<Vec<_>, _>>()?,
+        );
 
         // One policy snapshot per batch: a reload applies from the next one.
         let policy = self.policy.borrow().clone();
         let names = self.names.clone();
         let allowed = self.allowed_payload_types.clone();
         let max = self.max_envelope_bytes;
-        let inc = incoming.clone();
+        let inc = Arc::clone(&incoming);
         let parsed =
             tokio::task::spawn_blocking(move || verify::parse_all(&names, &allowed, max, &inc))
                 .await
