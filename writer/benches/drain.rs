@@ -11,7 +11,9 @@
 //! child), and for both drains the CPU time per envelope of the pipeline's own process, of
 //! Postgres and of nats-server (from /proc): where each envelope's cost goes. The writer's
 //! drain is timed from its first fetch (it logs "log state loaded" just before). `cargo bench -p ace-writer --bench drain`; `ACE_BENCH_ENVELOPES` (default
-//! 20000), `ACE_BENCH_LIVE_RATE` (5000/s), `ACE_BENCH_LIVE_SECS` (10),
+//! 20000), `ACE_BENCH_ROUNDS` (3: reference then writer, each round on fresh streams and
+//! databases; medians and each round's ratio are printed), `ACE_BENCH_LIVE_RATE` (5000/s),
+//! `ACE_BENCH_LIVE_SECS` (10),
 //! `ACE_BENCH_WRITER_LOG` (the writer's ACE_LOG, default warn); `ACE_BATCH_MAX_ENTRIES` and
 //! `ACE_BATCH_MAX_DELAY_MS` are passed to the writer when set; `ACE_BENCH_WRITER_BIN` runs
 //! another writer binary (an A/B against an older commit).
@@ -326,59 +328,90 @@ async fn bench() {
         t.elapsed().as_secs_f64()
     );
 
-    // 1. Reference.
-    let (db, nats) = (TestDb::new().await, TestNats::new().await);
-    fill(&nats, &items).await;
-    let before = cpu_now(None);
-    let r = reference(&nats, &db, &keys, n).await;
-    let after = cpu_now(None);
-    let ref_rate = n as f64 / r.as_secs_f64();
-    println!(
-        "reference pipeline: {n} envelopes in {:.2} s = {ref_rate:.0} envelopes/s",
-        r.as_secs_f64()
-    );
-    println!(
-        "{}",
-        cpu_line("reference", "pipeline", before, after, n, false)
-    );
-    drop((db, nats));
-
-    // 2. The writer.
-    let (db, nats) = (TestDb::new().await, TestNats::new().await);
-    register(&db, &keys).await;
+    // 1 and 2, in rounds: the reference then the writer, each on a fresh database and
+    // stream, so that every round's ratio compares neighbours in time on a noisy machine.
+    let rounds = env_or("ACE_BENCH_ROUNDS", 3).max(1) as usize;
     let dir = std::env::temp_dir().join(ace_testkit::unique("ace-drain-"));
     std::fs::create_dir_all(&dir).expect("dir");
     let key_file = dir.join("ledger.key");
     let signer = NoteSigner::generate("bench.example/drain").expect("key");
     std::fs::write(&key_file, signer.to_key_file()).expect("key file");
-    fill(&nats, &items).await;
-    let admin = db.admin().await;
-    let before = cpu_now(None);
-    let started = Instant::now();
-    let w = spawn_writer(&db, &nats, &key_file, free_port());
-    while tree_size(&admin).await < n as u64 || unacked(&nats).await > 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    let (mut ref_rates, mut w_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ref_splits, mut w_splits) = (Vec::new(), Vec::new());
+    let mut peak_rss_kb = 0;
+    let mut last = None;
+    for round in 1..=rounds {
+        let (db, nats) = (TestDb::new().await, TestNats::new().await);
+        fill(&nats, &items).await;
+        let before = cpu_now(None);
+        let r = reference(&nats, &db, &keys, n).await;
+        let after = cpu_now(None);
+        let ref_rate = n as f64 / r.as_secs_f64();
+        let ref_split = split(before, after, n, false);
+        println!(
+            "round {round}: reference pipeline {n} envelopes in {:.2} s = {ref_rate:.0} envelopes/s",
+            r.as_secs_f64()
+        );
+        println!("  {}", ref_split.line("reference", "pipeline"));
+        drop((db, nats));
+
+        let (db, nats) = (TestDb::new().await, TestNats::new().await);
+        register(&db, &keys).await;
+        fill(&nats, &items).await;
+        let admin = db.admin().await;
+        let before = cpu_now(None);
+        let started = Instant::now();
+        let w = spawn_writer(&db, &nats, &key_file, free_port());
+        while tree_size(&admin).await < n as u64 || unacked(&nats).await > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let done = Instant::now();
+        let after = cpu_now(Some(w.child.id()));
+        let from_start = done - started;
+        let d = w.leading_since().map_or(from_start, |t| done - t);
+        let (_, maxrss_kb) = w.stop();
+        peak_rss_kb = peak_rss_kb.max(maxrss_kb);
+        let w_rate = n as f64 / d.as_secs_f64();
+        let w_split = split(before, after, n, true);
+        println!(
+            "round {round}: writer drain {n} envelopes in {:.2} s = {w_rate:.0} envelopes/s (from the first fetch; {:.0} envelopes/s from the process start, {:.0} ms before the first fetch); ratio {:.2}",
+            d.as_secs_f64(),
+            n as f64 / from_start.as_secs_f64(),
+            (from_start - d).as_secs_f64() * 1e3,
+            w_rate / ref_rate
+        );
+        println!(
+            "  {}; writer {:.0}% of one core",
+            w_split.line("writer", "writer"),
+            w_split.own * n as f64 / 1e6 / d.as_secs_f64() * 100.0
+        );
+        ref_rates.push(ref_rate);
+        w_rates.push(w_rate);
+        ratios.push(w_rate / ref_rate);
+        ref_splits.push(ref_split);
+        w_splits.push(w_split);
+        last = Some((db, nats, admin, w_rate));
     }
-    let done = Instant::now();
-    let after = cpu_now(Some(w.child.id()));
-    let from_start = done - started;
-    let d = w.leading_since().map_or(from_start, |t| done - t);
-    let (cpu, maxrss_kb) = w.stop();
-    let w_rate = n as f64 / d.as_secs_f64();
     println!(
-        "writer drain:       {n} envelopes in {:.2} s = {w_rate:.0} envelopes/s (from the first fetch; {:.0} envelopes/s from the process start, {:.0} ms before the first fetch)",
-        d.as_secs_f64(),
-        n as f64 / from_start.as_secs_f64(),
-        (from_start - d).as_secs_f64() * 1e3
+        "medians of {rounds} rounds: reference {:.0} envelopes/s, writer {:.0} envelopes/s, ratio writer / reference {:.2} (rounds: {}); writer peak RSS {} MiB",
+        median(&ref_rates),
+        median(&w_rates),
+        median(&ratios),
+        ratios
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        peak_rss_kb / 1024
     );
     println!(
-        "  ratio writer / reference: {:.2}; writer CPU {:.1} s ({:.0}% of one core over the drain), peak RSS {} MiB",
-        w_rate / ref_rate,
-        cpu.as_secs_f64(),
-        cpu.as_secs_f64() / d.as_secs_f64() * 100.0,
-        maxrss_kb / 1024
+        "  {}",
+        Split::median(&ref_splits).line("reference", "pipeline")
     );
-    println!("{}", cpu_line("writer", "writer", before, after, n, true));
+    println!("  {}", Split::median(&w_splits).line("writer", "writer"));
+    let Some((db, nats, admin, w_rate)) = last else {
+        return;
+    };
 
     // 3. Live: offered load, publish → ack latency.
     let port = free_port();
@@ -654,10 +687,20 @@ fn cpu_now(writer: Option<u32>) -> Cpu {
     c
 }
 
-/// One line: CPU µs per envelope by process between two snapshots.
-fn cpu_line(what: &str, main: &str, a: Cpu, b: Cpu, n: usize, use_writer: bool) -> String {
+/// CPU µs per envelope by process between two snapshots.
+#[derive(Clone, Copy, Default)]
+struct Split {
+    own: f64,
+    postgres: f64,
+    nats: f64,
+    other: f64,
+    total: f64,
+    busy_pct: f64,
+}
+
+fn split(a: Cpu, b: Cpu, n: usize, writer: bool) -> Split {
     let per = |x: f64| x / n as f64 * 1e6;
-    let own = if use_writer {
+    let own = if writer {
         b.writer - a.writer
     } else {
         b.bench - a.bench
@@ -665,13 +708,48 @@ fn cpu_line(what: &str, main: &str, a: Cpu, b: Cpu, n: usize, use_writer: bool) 
     let (pg, nats) = (b.postgres - a.postgres, b.nats - a.nats);
     let busy = b.machine_busy - a.machine_busy;
     let total = b.machine_total - a.machine_total;
-    format!(
-        "  {what} CPU per envelope: {:.0} µs = {main} {:.0} + Postgres {:.0} + nats-server {:.0} (+ {:.0} elsewhere); machine busy {:.0}%",
-        per(busy),
-        per(own),
-        per(pg),
-        per(nats),
-        per(busy - own - pg - nats),
-        if total > 0.0 { busy / total * 100.0 } else { 0.0 }
-    )
+    Split {
+        own: per(own),
+        postgres: per(pg),
+        nats: per(nats),
+        other: per(busy - own - pg - nats),
+        total: per(busy),
+        busy_pct: if total > 0.0 {
+            busy / total * 100.0
+        } else {
+            0.0
+        },
+    }
+}
+
+impl Split {
+    fn line(&self, what: &str, main: &str) -> String {
+        format!(
+            "{what} CPU per envelope: {:.0} µs = {main} {:.0} + Postgres {:.0} + nats-server {:.0} (+ {:.0} elsewhere); machine busy {:.0}%",
+            self.total, self.own, self.postgres, self.nats, self.other, self.busy_pct
+        )
+    }
+
+    /// Each field's median over the rounds.
+    fn median(all: &[Split]) -> Split {
+        let m = |f: fn(&Split) -> f64| median(&all.iter().map(f).collect::<Vec<_>>());
+        Split {
+            own: m(|s| s.own),
+            postgres: m(|s| s.postgres),
+            nats: m(|s| s.nats),
+            other: m(|s| s.other),
+            total: m(|s| s.total),
+            busy_pct: m(|s| s.busy_pct),
+        }
+    }
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
 }
