@@ -84,7 +84,7 @@ impl PreparedKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use curve25519_dalek::constants::{BASEPOINT_ORDER, EIGHT_TORSION};
+    use curve25519_dalek::constants::EIGHT_TORSION;
     use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
     use ed25519_dalek::{Signer, SigningKey};
 
@@ -179,7 +179,15 @@ mod tests {
             Scalar::from_bytes_mod_order(BASEPOINT_ORDER_BYTES),
             Scalar::ZERO
         );
-        assert_eq!(BASEPOINT_ORDER.as_bytes(), &BASEPOINT_ORDER_BYTES);
+        // l itself is the first non-canonical scalar, l - 1 the last canonical one.
+        assert!(bool::from(
+            Scalar::from_canonical_bytes(BASEPOINT_ORDER_BYTES).is_none()
+        ));
+        let mut l_minus_1 = BASEPOINT_ORDER_BYTES;
+        l_minus_1[0] -= 1;
+        assert!(bool::from(
+            Scalar::from_canonical_bytes(l_minus_1).is_some()
+        ));
     }
 
     #[test]
