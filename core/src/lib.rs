@@ -1,7 +1,7 @@
 //! ACE Ledger core.
 //!
 //! The pure modules (`envelope`, `statement`, `canonical`, `leaf`, `merkle`, `tiles`,
-//! `checkpoint`, `block`, `rejection`, `keys`) do no I/O. Postgres and NATS live only in
+//! `checkpoint`, `block`, `rejection`, `keys`, `prepared_key`) do no I/O. Postgres and NATS live only in
 //! `db` and `nats`, which no pure module imports; `service` is the binaries' shared start
 //! (logging, stop signals).
 

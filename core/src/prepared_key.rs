@@ -19,7 +19,7 @@
 //!   `R`, which is the same point once the encodings are equal).
 //!
 //! The tests compare both on valid signatures, every one-bit corruption, non-canonical
-//! scalars and encodings, and small-order keys and nonces.
+//! scalars and encodings, small-order keys and nonces, and random signatures (proptest).
 
 use curve25519_dalek::constants::ED25519_BASEPOINT_TABLE;
 use curve25519_dalek::edwards::EdwardsBasepointTable;
@@ -277,6 +277,31 @@ mod tests {
             bytes[..32].copy_from_slice(&enc);
             let _ = CompressedEdwardsY(enc).decompress();
             assert!(!agree(&vk, msg, &Signature::from_bytes(&bytes)));
+        }
+    }
+
+    proptest::proptest! {
+        /// Random keys, messages and signatures: a real one, one with bytes overwritten,
+        /// and 64 arbitrary bytes. Both verifiers must agree on each.
+        #[test]
+        fn random_signatures_get_the_same_verdict_from_both(
+            seed in proptest::prelude::any::<[u8; 32]>(),
+            msg in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            at in 0usize..64,
+            patch in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..8),
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 64),
+        ) {
+            let sk = SigningKey::from_bytes(&seed);
+            let vk = sk.verifying_key();
+            let good = sk.sign(&msg);
+            proptest::prop_assert!(agree(&vk, &msg, &good));
+            let mut bytes = good.to_bytes();
+            for (k, b) in patch.iter().enumerate() {
+                bytes[(at + k) % 64] = *b;
+            }
+            agree(&vk, &msg, &Signature::from_bytes(&bytes));
+            let random: [u8; 64] = noise.as_slice().try_into().unwrap();
+            agree(&vk, &msg, &Signature::from_bytes(&random));
         }
     }
 
