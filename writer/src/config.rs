@@ -38,7 +38,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `ACE_BATCH_MAX_ENTRIES`, default 1000: a batch is cut at this many messages…
     pub batch_max_entries: usize,
-    /// `ACE_BATCH_MAX_DELAY_MS`, default 50: …or after this long, whichever comes first.
+    /// `ACE_BATCH_MAX_DELAY_MS`, default 25: …or after this long, whichever comes first.
+    /// Under a backlog batches fill by size whatever the delay; at moderate load the delay
+    /// is most of an envelope's wait (docs/performance.md: 25 ms against 50 halved p50).
     pub batch_max_delay: Duration,
     /// `ACE_MAX_ENVELOPE_BYTES`, default 524288: larger envelopes are `too_large`.
     pub max_envelope_bytes: usize,
@@ -89,7 +91,7 @@ impl Config {
             ledger_extra_key_files: Vec::new(),
             listen: SocketAddr::from(([127, 0, 0, 1], 9101)),
             batch_max_entries: 1000,
-            batch_max_delay: Duration::from_millis(50),
+            batch_max_delay: Duration::from_millis(25),
             max_envelope_bytes: 512 * 1024,
             allowed_payload_types: vec![IN_TOTO_PAYLOAD_TYPE.to_string()],
             policy_file: None,
@@ -237,7 +239,7 @@ mod tests {
         assert_eq!(c.prefix, "ace");
         assert_eq!(c.listen.to_string(), "127.0.0.1:9101");
         assert_eq!(c.batch_max_entries, 1000);
-        assert_eq!(c.batch_max_delay, Duration::from_millis(50));
+        assert_eq!(c.batch_max_delay, Duration::from_millis(25));
         assert_eq!(
             c.allowed_payload_types,
             vec![IN_TOTO_PAYLOAD_TYPE.to_string()]
