@@ -7,11 +7,12 @@
 //! 3. live: publishing at a fixed offered rate while the writer runs, publish → ack
 //!    latency.
 //!
-//! Prints envelopes/s, the ratio, the writer's CPU time and peak memory (getrusage of the
-//! child), and for both drains the CPU time per envelope of the pipeline's own process, of
-//! Postgres and of nats-server (from /proc): where each envelope's cost goes. The writer's
-//! drain is timed from its first fetch (it logs "log state loaded" just before). `cargo bench -p ace-writer --bench drain`; `ACE_BENCH_ENVELOPES` (default
-//! 20000), `ACE_BENCH_ROUNDS` (3: reference then writer, each round on fresh streams and
+//! Prints envelopes/s, the ratio, the writer's peak memory (getrusage of the child), and
+//! for both drains the CPU time per envelope of the pipeline's own process, of Postgres and
+//! of nats-server (from /proc): where each envelope's cost goes. The writer's drain is
+//! timed from its first fetch (it logs "log state loaded" just before).
+//! `cargo bench -p ace-writer --bench drain`; `ACE_BENCH_ENVELOPES` (default 20000),
+//! `ACE_BENCH_ROUNDS` (3: reference then writer, each round on fresh streams and
 //! databases; medians and each round's ratio are printed), `ACE_BENCH_LIVE_RATE` (5000/s),
 //! `ACE_BENCH_LIVE_SECS` (10),
 //! `ACE_BENCH_WRITER_LOG` (the writer's ACE_LOG, default warn); `ACE_BATCH_MAX_ENTRIES` and
@@ -232,11 +233,13 @@ fn spawn_writer(db: &TestDb, nats: &TestNats, key_file: &std::path::Path, port: 
                 .filter_map(|k| std::env::var(k).ok().map(|v| (k, v))),
         )
         // ACE_BENCH_WRITER_LOG=ace_writer=debug shows each block's stage timings. The
-        // sequencer's info lines are always on: "log state loaded" starts the clock.
+        // sequencer's info lines stay on whatever the filter: "log state loaded" starts
+        // the clock.
         .env(
             "ACE_LOG",
             match std::env::var("ACE_BENCH_WRITER_LOG") {
-                Ok(filter) => filter,
+                Ok(filter) if filter.contains("ace_writer") => filter,
+                Ok(filter) => format!("{filter},ace_writer::sequencer=info"),
                 Err(_) => "warn,ace_writer::sequencer=info".into(),
             },
         )
@@ -273,8 +276,9 @@ impl Writer {
         self.leading.lock().ok().and_then(|l| *l)
     }
 
-    /// SIGTERM, wait: CPU time and peak RSS of the process (getrusage of children).
-    fn stop(mut self) -> (Duration, u64) {
+    /// SIGTERM, wait: the largest peak RSS of the writers stopped so far, in KiB
+    /// (getrusage of children; their CPU is read from /proc while they run).
+    fn stop(mut self) -> u64 {
         let _ = Command::new("kill")
             .arg(self.child.id().to_string())
             .status();
@@ -282,8 +286,7 @@ impl Writer {
         // SAFETY: getrusage writes into the struct it is given and nothing else.
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
         unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
-        let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-        (tv(ru.ru_utime) + tv(ru.ru_stime), ru.ru_maxrss as u64)
+        ru.ru_maxrss as u64
     }
 }
 
@@ -369,8 +372,7 @@ async fn bench() {
         let after = cpu_now(Some(w.child.id()));
         let from_start = done - started;
         let d = w.leading_since().map_or(from_start, |t| done - t);
-        let (_, maxrss_kb) = w.stop();
-        peak_rss_kb = peak_rss_kb.max(maxrss_kb);
+        peak_rss_kb = peak_rss_kb.max(w.stop());
         let w_rate = n as f64 / d.as_secs_f64();
         let w_split = split(before, after, n, true);
         println!(
