@@ -1,5 +1,6 @@
 pub mod support;
 
+mod checks;
 mod crash;
 mod crashpoints;
 mod dedupe;
