@@ -310,6 +310,19 @@ async fn unacked(nats: &TestNats) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
+/// JetStream's answer to a publish: the stored message's sequence, or an error.
+#[derive(serde::Deserialize)]
+struct PubAck {
+    seq: Option<u64>,
+    error: Option<serde_json::Value>,
+}
+
+/// The one member of an ack the latency needs.
+#[derive(serde::Deserialize)]
+struct AckDigest {
+    digest: String,
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -420,7 +433,19 @@ async fn bench() {
     let w = spawn_writer(&db, &nats, &key_file, port);
     wait_ready(&w.listen).await;
     let live_n = (rate * live_secs) as usize;
-    let live = envelopes(&keys, live_n, "live");
+    // Digests computed with the signing, before the clock: the producer side of this
+    // machine's two cores should cost what a producer's publishing costs, no more.
+    let live: Vec<(String, Vec<u8>, String)> = envelopes(&keys, live_n, "live")
+        .into_par_iter()
+        .map(|(producer, raw)| {
+            let digest = Envelope::parse(&raw)
+                .expect("envelope")
+                .digest()
+                .as_str()
+                .to_string();
+            (producer, raw, digest)
+        })
+        .collect();
     let mut acks = nats
         .client
         .subscribe(format!("{}.ack.>", nats.names.prefix()))
@@ -431,10 +456,8 @@ async fn bench() {
         while got.len() < live_n {
             match tokio::time::timeout(Duration::from_secs(30), acks.next()).await {
                 Ok(Some(m)) => {
-                    if let Ok(a) = serde_json::from_slice::<serde_json::Value>(&m.payload) {
-                        if let Some(d) = a["digest"].as_str() {
-                            got.insert(d.to_string(), Instant::now());
-                        }
+                    if let Ok(a) = serde_json::from_slice::<AckDigest>(&m.payload) {
+                        got.insert(a.digest, Instant::now());
                     }
                 }
                 _ => break,
@@ -445,13 +468,32 @@ async fn bench() {
     let mut sent: HashMap<String, Instant> = HashMap::with_capacity(live_n);
     let tick = Duration::from_millis(10);
     let per_tick = (rate as usize / 100).max(1);
-    // JetStream confirmations are awaited as they come, by another task: the client caps
-    // the publishes awaiting one, and a producer keeps up with its own.
-    let (confirm_tx, mut confirm_rx) =
-        tokio::sync::mpsc::unbounded_channel::<jetstream::context::PublishAckFuture>();
+    // Every publish is confirmed by JetStream, counted by another task on one inbox
+    // subscription (as the writer confirms its acks): a future, a channel and a timer
+    // per message cost this producer a third more CPU on the cores the writer needs.
+    let inbox = nats.client.new_inbox();
+    let mut confirmations = nats
+        .client
+        .subscribe(format!("{inbox}.*"))
+        .await
+        .expect("confirmation subscription");
     let confirmer = tokio::spawn(async move {
-        while let Some(f) = confirm_rx.recv().await {
-            f.await.expect("stored");
+        let mut stored = 0;
+        while stored < live_n {
+            match tokio::time::timeout(Duration::from_secs(30), confirmations.next()).await {
+                Ok(Some(m)) => {
+                    let ack = serde_json::from_slice::<PubAck>(&m.payload);
+                    assert!(
+                        m.status.is_none()
+                            && ack.is_ok_and(|a| a.seq.is_some() && a.error.is_none()),
+                        "an intake publish was not stored: {:?} {:?}",
+                        m.status,
+                        String::from_utf8_lossy(&m.payload)
+                    );
+                    stored += 1;
+                }
+                _ => panic!("{stored} of {live_n} intake publishes confirmed within 30 s"),
+            }
         }
     });
     // Resident memory once a second through the live run: flat, or not.
@@ -464,28 +506,26 @@ async fn bench() {
         }
         samples
     });
+    let before = cpu_now(Some(pid));
     let t0 = Instant::now();
     for (i, chunk) in live.chunks(per_tick).enumerate() {
         tokio::time::sleep_until((t0 + tick * i as u32).into()).await;
-        for (producer, raw) in chunk {
-            let digest = Envelope::parse(raw)
-                .expect("envelope")
-                .digest()
-                .as_str()
-                .to_string();
-            sent.insert(digest, Instant::now());
-            let _ = confirm_tx.send(
-                nats.js
-                    .publish(nats.names.intake_subject(producer), raw.clone().into())
-                    .await
-                    .expect("publish"),
-            );
+        for (j, (producer, raw, digest)) in chunk.iter().enumerate() {
+            sent.insert(digest.clone(), Instant::now());
+            nats.client
+                .publish_with_reply(
+                    nats.names.intake_subject(producer),
+                    format!("{inbox}.{}", i * per_tick + j),
+                    raw.clone().into(),
+                )
+                .await
+                .expect("publish");
         }
     }
     let offered = live_n as f64 / t0.elapsed().as_secs_f64();
-    drop(confirm_tx);
     confirmer.await.expect("confirmations");
     let got = collector.await.expect("collector");
+    let after = cpu_now(Some(pid));
     let _ = w.stop();
     let rss = sampler.await.unwrap_or_default();
     if let Some(max) = rss.iter().max() {
@@ -516,6 +556,14 @@ async fn bench() {
         percentile(&lat, 0.5).as_secs_f64() * 1e3,
         percentile(&lat, 0.99).as_secs_f64() * 1e3,
         lat[lat.len() - 1].as_secs_f64() * 1e3
+    );
+    // Where the live run's CPU went: on one machine the producer (this bench) shares the
+    // two cores with the writer, Postgres and nats-server.
+    let w_live = split(before, after, live_n, true);
+    let producer = split(before, after, live_n, false).own;
+    println!(
+        "  {} (the producer, this bench: {producer:.0})",
+        w_live.line("live", "writer")
     );
 
     // 4. The same drain at a deep log.
@@ -626,6 +674,9 @@ struct Cpu {
     nats: f64,
     machine_busy: f64,
     machine_total: f64,
+    /// Time the hypervisor ran something else while this machine wanted to run: counted
+    /// as busy (the work waited), shown apart because no process here spent it.
+    steal: f64,
 }
 
 fn ticks() -> f64 {
@@ -684,6 +735,7 @@ fn cpu_now(writer: Option<u32>) -> Cpu {
             let total: f64 = v.iter().take(8).sum();
             c.machine_busy = (total - idle) / ticks();
             c.machine_total = total / ticks();
+            c.steal = v.get(7).copied().unwrap_or(0.0) / ticks();
         }
     }
     c
@@ -696,6 +748,7 @@ struct Split {
     postgres: f64,
     nats: f64,
     other: f64,
+    stolen: f64,
     total: f64,
     busy_pct: f64,
 }
@@ -715,6 +768,7 @@ fn split(a: Cpu, b: Cpu, n: usize, writer: bool) -> Split {
         postgres: per(pg),
         nats: per(nats),
         other: per(busy - own - pg - nats),
+        stolen: per(b.steal - a.steal),
         total: per(busy),
         busy_pct: if total > 0.0 {
             busy / total * 100.0
@@ -727,8 +781,8 @@ fn split(a: Cpu, b: Cpu, n: usize, writer: bool) -> Split {
 impl Split {
     fn line(&self, what: &str, main: &str) -> String {
         format!(
-            "{what} CPU per envelope: {:.0} µs = {main} {:.0} + Postgres {:.0} + nats-server {:.0} (+ {:.0} elsewhere); machine busy {:.0}%",
-            self.total, self.own, self.postgres, self.nats, self.other, self.busy_pct
+            "{what} CPU per envelope: {:.0} µs = {main} {:.0} + Postgres {:.0} + nats-server {:.0} (+ {:.0} elsewhere, of it {:.0} stolen by the hypervisor); machine busy {:.0}%",
+            self.total, self.own, self.postgres, self.nats, self.other, self.stolen, self.busy_pct
         )
     }
 
@@ -740,6 +794,7 @@ impl Split {
             postgres: m(|s| s.postgres),
             nats: m(|s| s.nats),
             other: m(|s| s.other),
+            stolen: m(|s| s.stolen),
             total: m(|s| s.total),
             busy_pct: m(|s| s.busy_pct),
         }
