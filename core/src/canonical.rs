@@ -6,7 +6,9 @@
 //! (first wins, last wins, error): a signature over such a document is ambiguous, so every
 //! parser here refuses duplicates and names where they are.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::fmt::{self, Write as _};
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
@@ -253,6 +255,306 @@ impl<'de> Visitor<'de> for StrictSeed<'_> {
             }
         }
         Ok(Value::Object(out))
+    }
+}
+
+/// The kind of a JSON value, for parsers that keep only the parts they check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JsonKind {
+    Null,
+    Bool,
+    Number,
+    String,
+    Array,
+    Object,
+}
+
+impl JsonKind {
+    /// The same words as `fields::json_kind`, so error details do not depend on which
+    /// parser found the value.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            JsonKind::Null => "null",
+            JsonKind::Bool => "a boolean",
+            JsonKind::Number => "a number",
+            JsonKind::String => "a string",
+            JsonKind::Array => "an array",
+            JsonKind::Object => "an object",
+        }
+    }
+}
+
+/// What a [`parse_strict_with`] caller keeps of one value. Whatever a shape does not take
+/// apart is still parsed as strictly as [`parse_json_strict`] would (duplicates refused
+/// and named the same way, same errors at the same positions), but only its kind is kept:
+/// no tree, and strings without escapes are borrowed from the input.
+pub(crate) trait Shape<'de>: Sized {
+    type Out;
+
+    /// A value this shape does not take apart.
+    fn other(kind: JsonKind) -> Self::Out;
+
+    fn string(self, s: Cow<'de, str>) -> Self::Out {
+        let _ = s;
+        Self::other(JsonKind::String)
+    }
+
+    fn object<A: MapAccess<'de>>(self, strict: Strict<'_>, map: A) -> Result<Self::Out, A::Error> {
+        skip_object(strict, map).map(|()| Self::other(JsonKind::Object))
+    }
+
+    fn array<A: SeqAccess<'de>>(self, strict: Strict<'_>, seq: A) -> Result<Self::Out, A::Error> {
+        skip_array(strict, seq).map(|()| Self::other(JsonKind::Array))
+    }
+}
+
+/// Parses one JSON document with the same acceptance, errors and duplicate paths as
+/// [`parse_json_strict`], keeping only what `shape` takes.
+pub(crate) fn parse_strict_with<'de, S: Shape<'de>>(
+    bytes: &'de [u8],
+    shape: S,
+) -> Result<S::Out, StrictJsonError> {
+    let duplicate = RefCell::new(None);
+    let strict = Strict {
+        duplicate: &duplicate,
+    };
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed = Scan::new(strict, shape)
+        .deserialize(&mut de)
+        .and_then(|v| de.end().map(|()| v));
+    match (parsed, duplicate.into_inner()) {
+        (Ok(v), _) => Ok(v),
+        (Err(_), Some(dup)) => Err(StrictJsonError::DuplicateKey {
+            path: dup.path(),
+            key: dup.key,
+        }),
+        (Err(e), None) => Err(StrictJsonError::Syntax(e)),
+    }
+}
+
+/// The duplicate bookkeeping of one [`parse_strict_with`] run, handed to shapes that take
+/// objects or arrays apart so they report duplicates as [`StrictSeed`] does.
+#[derive(Clone, Copy)]
+pub(crate) struct Strict<'a> {
+    duplicate: &'a RefCell<Option<Duplicate>>,
+}
+
+impl Strict<'_> {
+    /// Records `key` as the duplicate; the returned error must abort the parse.
+    pub(crate) fn duplicate<E: de::Error>(self, key: &str) -> E {
+        *self.duplicate.borrow_mut() = Some(Duplicate {
+            reversed_path: Vec::new(),
+            key: key.to_owned(),
+        });
+        E::custom(format!("duplicate key {key:?}"))
+    }
+
+    /// Passes on the result of parsing member `key`'s value, adding `key` to the path of a
+    /// duplicate found inside it.
+    pub(crate) fn in_member<T, E>(self, key: &str, parsed: Result<T, E>) -> Result<T, E> {
+        if parsed.is_err() {
+            self.note_parent(|| PathSegment::Key(key.to_owned()));
+        }
+        parsed
+    }
+
+    /// As [`Strict::in_member`], for element `index` of an array.
+    pub(crate) fn in_element<T, E>(self, index: usize, parsed: Result<T, E>) -> Result<T, E> {
+        if parsed.is_err() {
+            self.note_parent(|| PathSegment::Index(index));
+        }
+        parsed
+    }
+
+    fn note_parent(self, seg: impl FnOnce() -> PathSegment) {
+        if let Some(dup) = self.duplicate.borrow_mut().as_mut() {
+            dup.reversed_path.push(seg());
+        }
+    }
+
+    /// Parses the value of a member this caller does not keep, refusing `key` if `seen`
+    /// has it (the same check, at the same moment, as [`StrictSeed`]).
+    pub(crate) fn skip_member<'de, A: MapAccess<'de>>(
+        self,
+        map: &mut A,
+        seen: &mut KeySet<'de>,
+        key: Cow<'de, str>,
+    ) -> Result<(), A::Error> {
+        if seen.contains(&key) {
+            return Err(self.duplicate(&key));
+        }
+        let parsed = map.next_value_seed(Scan::new(self, KindOnly));
+        self.in_member(&key, parsed)?;
+        seen.insert(key);
+        Ok(())
+    }
+}
+
+fn skip_object<'de, A: MapAccess<'de>>(strict: Strict<'_>, mut map: A) -> Result<(), A::Error> {
+    let mut seen = KeySet::default();
+    while let Some(key) = map.next_key_seed(KeySeed)? {
+        strict.skip_member(&mut map, &mut seen, key)?;
+    }
+    Ok(())
+}
+
+fn skip_array<'de, A: SeqAccess<'de>>(strict: Strict<'_>, mut seq: A) -> Result<(), A::Error> {
+    let mut index = 0;
+    loop {
+        let parsed = seq.next_element_seed(Scan::new(strict, KindOnly));
+        if strict.in_element(index, parsed)?.is_none() {
+            return Ok(());
+        }
+        index += 1;
+    }
+}
+
+/// Keys already seen in one object. Real objects are small, where a linear scan beats a
+/// tree; past a few keys they go to a tree so that a hostile object with many keys costs
+/// O(n log n), as the `Map` of [`parse_json_strict`] does.
+#[derive(Default)]
+pub(crate) struct KeySet<'de> {
+    few: Vec<Cow<'de, str>>,
+    many: BTreeSet<Cow<'de, str>>,
+}
+
+impl<'de> KeySet<'de> {
+    const LINEAR: usize = 16;
+
+    pub(crate) fn contains(&self, key: &str) -> bool {
+        self.few.iter().any(|k| k == key) || self.many.contains(key)
+    }
+
+    pub(crate) fn insert(&mut self, key: Cow<'de, str>) {
+        if self.few.len() < Self::LINEAR {
+            self.few.push(key);
+        } else {
+            self.many.insert(key);
+        }
+    }
+}
+
+/// An object key, borrowed from the input unless it has escapes.
+pub(crate) struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        // serde_json's key deserializer forwards every string request here too.
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
+    }
+}
+
+/// The shape that keeps nothing but the kind.
+struct KindOnly;
+
+impl Shape<'_> for KindOnly {
+    type Out = JsonKind;
+
+    fn other(kind: JsonKind) -> JsonKind {
+        kind
+    }
+}
+
+/// Drives a [`Shape`] over one value; scalars are accepted exactly as [`StrictSeed`]
+/// accepts them.
+pub(crate) struct Scan<'a, S> {
+    strict: Strict<'a>,
+    shape: S,
+}
+
+impl<'a, S> Scan<'a, S> {
+    pub(crate) fn new(strict: Strict<'a>, shape: S) -> Self {
+        Scan { strict, shape }
+    }
+}
+
+impl<'de, S: Shape<'de>> DeserializeSeed<'de> for Scan<'_, S> {
+    type Value = S::Out;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<S::Out, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de, S: Shape<'de>> Visitor<'de> for Scan<'_, S> {
+    type Value = S::Out;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<S::Out, E> {
+        Ok(S::other(JsonKind::Bool))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<S::Out, E> {
+        Ok(S::other(JsonKind::Number))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<S::Out, E> {
+        Ok(S::other(JsonKind::Number))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<S::Out, E> {
+        // `Number::from_f64` refuses exactly the non-finite values.
+        if v.is_finite() {
+            Ok(S::other(JsonKind::Number))
+        } else {
+            Err(E::custom("number is not finite"))
+        }
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<S::Out, E> {
+        Ok(self.shape.string(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<S::Out, E> {
+        Ok(self.shape.string(Cow::Owned(v.to_owned())))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<S::Out, E> {
+        Ok(self.shape.string(Cow::Owned(v)))
+    }
+
+    fn visit_unit<E>(self) -> Result<S::Out, E> {
+        Ok(S::other(JsonKind::Null))
+    }
+
+    fn visit_none<E>(self) -> Result<S::Out, E> {
+        Ok(S::other(JsonKind::Null))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<S::Out, A::Error> {
+        self.shape.array(self.strict, seq)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<S::Out, A::Error> {
+        self.shape.object(self.strict, map)
     }
 }
 

@@ -1,15 +1,19 @@
 //! DSSE envelopes (secure-systems-lab/dsse, protocol v1) signed with ed25519.
 
+use std::borrow::Cow;
+
 use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 use base64::engine::DecodePaddingMode;
 use base64::{DecodeError, Engine as _};
 use ed25519_dalek::{Signer as _, SigningKey, SIGNATURE_LENGTH};
-use serde_json::{Map, Value};
+use serde::de::{MapAccess, SeqAccess};
 use sha2::{Digest, Sha256};
 
-use crate::canonical::push_json_string;
-use crate::fields::{self, json_kind, required_nonempty_array};
+use crate::canonical::{
+    parse_strict_with, push_json_string, JsonKind, KeySeed, KeySet, Scan, Shape, Strict,
+};
+use crate::fields;
 use crate::ids::{EnvelopeDigest, KeyId};
 use crate::rejection::{Rejection, RejectionCode};
 
@@ -82,25 +86,54 @@ impl Envelope {
     /// (`payloadType`, `payload`, `signatures`, `signatures[2].sig`, …), or `$` when the
     /// document as a whole is not a JSON object.
     pub fn parse(bytes: &[u8]) -> Result<Envelope, Rejection> {
-        let obj = fields::json_object(CODE, bytes, "envelope")?;
+        // One pass keeps only the three members (strings borrowed when unescaped) and
+        // parses the rest strictly without building it; the checks then run in the same
+        // order as when the whole document was a `serde_json::Value` tree, so every input
+        // gets the same result (the differential test in this module holds it to that).
+        let members = match parse_strict_with(bytes, DocumentShape)
+            .map_err(|e| fields::strict_rejection(CODE, "envelope", &e))?
+        {
+            Document::Object(members) => members,
+            Document::Not(kind) => {
+                return Err(malformed(
+                    WHOLE_DOCUMENT,
+                    format!("envelope must be a JSON object, found {}", kind.name()),
+                ))
+            }
+        };
 
-        let payload_type = required_string(&obj, "payloadType", "payloadType")?;
+        let payload_type = required_string(members.payload_type, || "payloadType".to_owned())?;
         if payload_type.is_empty() {
             return Err(malformed("payloadType", "payloadType must not be empty"));
         }
-        let payload_b64 = required_string(&obj, "payload", "payload")?;
-        let payload = decode_base64(payload_b64)
+        let payload_b64 = required_string(members.payload, || "payload".to_owned())?;
+        let payload = decode_base64(&payload_b64)
             .map_err(|why| malformed("payload", format!("payload is not base64: {why}")))?;
 
-        let sigs = required_nonempty_array(CODE, &obj, "signatures", "signature")?;
-        let signatures = sigs
-            .iter()
+        let slots = match members.signatures {
+            None => return Err(malformed("signatures", "signatures is missing")),
+            Some(Signatures::Array(slots)) if slots.is_empty() => {
+                return Err(malformed(
+                    "signatures",
+                    "signatures is empty: at least one signature is required",
+                ))
+            }
+            Some(Signatures::Array(slots)) => slots,
+            Some(Signatures::Not(kind)) => {
+                return Err(malformed(
+                    "signatures",
+                    format!("signatures must be an array, found {}", kind.name()),
+                ))
+            }
+        };
+        let signatures = slots
+            .into_iter()
             .enumerate()
-            .map(|(i, s)| parse_signature(i, s))
+            .map(|(i, slot)| parse_signature(i, slot))
             .collect::<Result<Vec<_>, _>>()?;
 
         Ok(Envelope {
-            payload_type: payload_type.to_owned(),
+            payload_type: payload_type.into_owned(),
             payload,
             signatures,
         })
@@ -163,34 +196,198 @@ impl Envelope {
     }
 }
 
-fn parse_signature(i: usize, value: &Value) -> Result<EnvelopeSignature, Rejection> {
-    let at = format!("signatures[{i}]");
-    let Value::Object(obj) = value else {
-        return Err(malformed(
-            &at,
-            format!("{at} must be an object, found {}", json_kind(value)),
-        ));
-    };
-    let keyid_field = format!("{at}.keyid");
-    let keyid = match obj.get("keyid") {
-        None => String::new(),
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => {
+/// What the checks need of a member that must be a string.
+enum Found<'de> {
+    Str(Cow<'de, str>),
+    Not(JsonKind),
+}
+
+#[derive(Default)]
+struct Members<'de> {
+    payload_type: Option<Found<'de>>,
+    payload: Option<Found<'de>>,
+    signatures: Option<Signatures<'de>>,
+}
+
+enum Document<'de> {
+    Object(Members<'de>),
+    Not(JsonKind),
+}
+
+enum Signatures<'de> {
+    Array(Vec<Slot<'de>>),
+    Not(JsonKind),
+}
+
+/// One element of `signatures`.
+enum Slot<'de> {
+    Object {
+        keyid: Option<Found<'de>>,
+        sig: Option<Found<'de>>,
+    },
+    Not(JsonKind),
+}
+
+struct DocumentShape;
+struct FoundShape;
+struct SignaturesShape;
+struct SlotShape;
+
+impl<'de> Shape<'de> for DocumentShape {
+    type Out = Document<'de>;
+
+    fn other(kind: JsonKind) -> Self::Out {
+        Document::Not(kind)
+    }
+
+    fn object<A: MapAccess<'de>>(
+        self,
+        strict: Strict<'_>,
+        mut map: A,
+    ) -> Result<Self::Out, A::Error> {
+        let mut members = Members::default();
+        let mut unknown = KeySet::default();
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            match &*key {
+                "payloadType" => {
+                    keep_member(
+                        strict,
+                        &mut map,
+                        &key,
+                        &mut members.payload_type,
+                        FoundShape,
+                    )?;
+                }
+                "payload" => keep_member(strict, &mut map, &key, &mut members.payload, FoundShape)?,
+                "signatures" => {
+                    keep_member(
+                        strict,
+                        &mut map,
+                        &key,
+                        &mut members.signatures,
+                        SignaturesShape,
+                    )?;
+                }
+                _ => strict.skip_member(&mut map, &mut unknown, key)?,
+            }
+        }
+        Ok(Document::Object(members))
+    }
+}
+
+impl<'de> Shape<'de> for FoundShape {
+    type Out = Found<'de>;
+
+    fn other(kind: JsonKind) -> Self::Out {
+        Found::Not(kind)
+    }
+
+    fn string(self, s: Cow<'de, str>) -> Self::Out {
+        Found::Str(s)
+    }
+}
+
+impl<'de> Shape<'de> for SignaturesShape {
+    type Out = Signatures<'de>;
+
+    fn other(kind: JsonKind) -> Self::Out {
+        Signatures::Not(kind)
+    }
+
+    fn array<A: SeqAccess<'de>>(
+        self,
+        strict: Strict<'_>,
+        mut seq: A,
+    ) -> Result<Self::Out, A::Error> {
+        let mut slots = Vec::with_capacity(1);
+        loop {
+            let parsed = seq.next_element_seed(Scan::new(strict, SlotShape));
+            match strict.in_element(slots.len(), parsed)? {
+                Some(slot) => slots.push(slot),
+                None => return Ok(Signatures::Array(slots)),
+            }
+        }
+    }
+}
+
+impl<'de> Shape<'de> for SlotShape {
+    type Out = Slot<'de>;
+
+    fn other(kind: JsonKind) -> Self::Out {
+        Slot::Not(kind)
+    }
+
+    fn object<A: MapAccess<'de>>(
+        self,
+        strict: Strict<'_>,
+        mut map: A,
+    ) -> Result<Self::Out, A::Error> {
+        let (mut keyid, mut sig) = (None, None);
+        let mut unknown = KeySet::default();
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            match &*key {
+                "keyid" => keep_member(strict, &mut map, &key, &mut keyid, FoundShape)?,
+                "sig" => keep_member(strict, &mut map, &key, &mut sig, FoundShape)?,
+                _ => strict.skip_member(&mut map, &mut unknown, key)?,
+            }
+        }
+        Ok(Slot::Object { keyid, sig })
+    }
+}
+
+/// Parses the value of a member the checks need into `slot`; a second occurrence is a
+/// duplicate key.
+fn keep_member<'de, A: MapAccess<'de>, S: Shape<'de>>(
+    strict: Strict<'_>,
+    map: &mut A,
+    key: &str,
+    slot: &mut Option<S::Out>,
+    shape: S,
+) -> Result<(), A::Error> {
+    if slot.is_some() {
+        return Err(strict.duplicate(key));
+    }
+    let parsed = map.next_value_seed(Scan::new(strict, shape));
+    *slot = Some(strict.in_member(key, parsed)?);
+    Ok(())
+}
+
+fn parse_signature(i: usize, slot: Slot<'_>) -> Result<EnvelopeSignature, Rejection> {
+    // Field names are formatted only on the way to an error: valid envelopes are the
+    // common case.
+    let (keyid, sig) = match slot {
+        Slot::Object { keyid, sig } => (keyid, sig),
+        Slot::Not(kind) => {
+            let at = format!("signatures[{i}]");
             return Err(malformed(
-                &keyid_field,
-                format!("{keyid_field} must be a string, found {}", json_kind(other)),
-            ))
+                &at,
+                format!("{at} must be an object, found {}", kind.name()),
+            ));
         }
     };
-    let sig_field = format!("{at}.sig");
-    let sig_b64 = required_string(obj, "sig", &sig_field)?;
-    let sig = decode_base64(sig_b64)
-        .map_err(|why| malformed(&sig_field, format!("{sig_field} is not base64: {why}")))?;
+    let keyid = match keyid {
+        None => String::new(),
+        Some(Found::Str(s)) => s.into_owned(),
+        Some(Found::Not(kind)) => {
+            let field = format!("signatures[{i}].keyid");
+            return Err(malformed(
+                &field,
+                format!("{field} must be a string, found {}", kind.name()),
+            ));
+        }
+    };
+    let sig_field = || format!("signatures[{i}].sig");
+    let sig_b64 = required_string(sig, sig_field)?;
+    let sig = decode_base64(&sig_b64).map_err(|why| {
+        let field = sig_field();
+        malformed(&field, format!("{field} is not base64: {why}"))
+    })?;
     if sig.len() != SIGNATURE_LENGTH {
+        let field = sig_field();
         return Err(malformed(
-            &sig_field,
+            &field,
             format!(
-                "{sig_field} decodes to {} bytes; an ed25519 signature is {SIGNATURE_LENGTH}",
+                "{field} decodes to {} bytes; an ed25519 signature is {SIGNATURE_LENGTH}",
                 sig.len()
             ),
         ));
@@ -198,12 +395,25 @@ fn parse_signature(i: usize, value: &Value) -> Result<EnvelopeSignature, Rejecti
     Ok(EnvelopeSignature { keyid, sig })
 }
 
-fn required_string<'a>(
-    obj: &'a Map<String, Value>,
-    key: &str,
-    field: &str,
-) -> Result<&'a str, Rejection> {
-    fields::required_string(CODE, obj, key, field)
+/// A member that must be a string; `field` makes the name errors give it.
+fn required_string<'de>(
+    found: Option<Found<'de>>,
+    field: impl FnOnce() -> String,
+) -> Result<Cow<'de, str>, Rejection> {
+    match found {
+        Some(Found::Str(s)) => Ok(s),
+        None => {
+            let field = field();
+            Err(malformed(&field, format!("{field} is missing")))
+        }
+        Some(Found::Not(kind)) => {
+            let field = field();
+            Err(malformed(
+                &field,
+                format!("{field} must be a string, found {}", kind.name()),
+            ))
+        }
+    }
 }
 
 fn malformed(field: &str, detail: impl Into<String>) -> Rejection {
@@ -245,7 +455,71 @@ pub(crate) fn decode_base64(s: &str) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fields::{json_kind, required_nonempty_array};
     use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    /// The parser as it was before the single-pass one: strict `Value` tree first, then
+    /// the checks. Kept as the reference the differential tests hold `Envelope::parse` to.
+    fn parse_via_value(bytes: &[u8]) -> Result<Envelope, Rejection> {
+        let obj = fields::json_object(CODE, bytes, "envelope")?;
+
+        let payload_type = fields::required_string(CODE, &obj, "payloadType", "payloadType")?;
+        if payload_type.is_empty() {
+            return Err(malformed("payloadType", "payloadType must not be empty"));
+        }
+        let payload_b64 = fields::required_string(CODE, &obj, "payload", "payload")?;
+        let payload = decode_base64(payload_b64)
+            .map_err(|why| malformed("payload", format!("payload is not base64: {why}")))?;
+
+        let sigs = required_nonempty_array(CODE, &obj, "signatures", "signature")?;
+        let signatures = sigs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| signature_via_value(i, s))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        Ok(Envelope {
+            payload_type: payload_type.to_owned(),
+            payload,
+            signatures,
+        })
+    }
+
+    fn signature_via_value(i: usize, value: &Value) -> Result<EnvelopeSignature, Rejection> {
+        let at = format!("signatures[{i}]");
+        let Value::Object(obj) = value else {
+            return Err(malformed(
+                &at,
+                format!("{at} must be an object, found {}", json_kind(value)),
+            ));
+        };
+        let keyid_field = format!("{at}.keyid");
+        let keyid = match obj.get("keyid") {
+            None => String::new(),
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => {
+                return Err(malformed(
+                    &keyid_field,
+                    format!("{keyid_field} must be a string, found {}", json_kind(other)),
+                ))
+            }
+        };
+        let sig_field = format!("{at}.sig");
+        let sig_b64 = fields::required_string(CODE, obj, "sig", &sig_field)?;
+        let sig = decode_base64(sig_b64)
+            .map_err(|why| malformed(&sig_field, format!("{sig_field} is not base64: {why}")))?;
+        if sig.len() != SIGNATURE_LENGTH {
+            return Err(malformed(
+                &sig_field,
+                format!(
+                    "{sig_field} decodes to {} bytes; an ed25519 signature is {SIGNATURE_LENGTH}",
+                    sig.len()
+                ),
+            ));
+        }
+        Ok(EnvelopeSignature { keyid, sig })
+    }
 
     fn key() -> SigningKey {
         SigningKey::from_bytes(&[9u8; 32])
@@ -526,6 +800,315 @@ mod tests {
                 prop_assert_eq!(r.code, RejectionCode::MalformedEnvelope);
                 prop_assert!(r.field.is_some());
             }
+        }
+    }
+
+    /// Both parsers on `bytes`: the whole results, `Ok` envelope or rejection, must agree.
+    fn agree(bytes: &[u8]) -> Result<(), TestCaseError> {
+        prop_assert_eq!(
+            Envelope::parse(bytes),
+            parse_via_value(bytes),
+            "input {:?}",
+            String::from_utf8_lossy(bytes)
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn agrees_with_the_value_parser_on_edge_cases() {
+        let good = String::from_utf8(sample().to_json()).unwrap();
+        let sig = STANDARD.encode(&sample().signatures[0].sig);
+        let mut docs: Vec<String> = vec![
+            good.clone(),
+            format!(" \n{good}\t "),
+            format!("{good}x"),
+            format!("{good}{good}"),
+            "[{\"a\":1,\"a\":2}]".into(),
+            "[[0,{\"z\":0,\"z\":0}]]".into(),
+            "{\"x\":{\"y\":[1,{\"q\":{},\"q\":[]}]}}".into(),
+            "{\"pay\\u006coad\":\"\",\"payload\":\"\"}".into(),
+            "{\"payloadType\":1e400}".into(),
+            "{\"payloadType\":-1e400}".into(),
+            "{\"payloadType\":18446744073709551616}".into(),
+            "{\"payloadType\":-9223372036854775809}".into(),
+            "{\"payloadType\":\"\\ud800\"}".into(),
+            "{\"payloadType\":\"t\",\"payload\":\"\",\"signatures\":[{\"sig\":\"\"},{\"sig\":3,\"sig\":4}]}".into(),
+            format!("{{\"payloadType\":\"t\",\"payload\":\"\",\"signatures\":[{{\"sig\":\"{sig}\",\"x\":{{\"k\":1,\"k\":2}}}}]}}"),
+            format!("{{\"payloadType\":\"t\",\"payload\":\"\",\"signatures\":[{{\"sig\":\"{}\"}}]}}", sig.replace('/', "\\/")),
+            format!("{{\"payloadType\":\"t\",\"payload\":\"\",\"signatures\":[{{\"sig\":\"{sig}\",\"keyid\":null}}]}}"),
+            format!("{{\"payloadType\":\"t\",\"payload\":\"\",\"signatures\":[{{\"s\\u0069g\":\"{sig}\",\"sig\":\"{sig}\"}}]}}"),
+        ];
+        // A wide object switches `KeySet` to its tree; the duplicate is past the switch.
+        let many: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
+        docs.push(format!("{{{},\"k3\":0}}", many.join(",")));
+        docs.push(format!("{{\"u\":{{{},\"k39\":0}}}}", many.join(",")));
+        docs.push(format!("{{{}}}", many.join(",")));
+        // Depth: serde_json's limit of 128 nested containers, either side of it.
+        for depth in [126, 127, 128, 129, 200] {
+            docs.push(format!("{}{}", "[".repeat(depth), "]".repeat(depth)));
+            docs.push(format!(
+                "{{\"u\":{}{}}}",
+                "[".repeat(depth),
+                "]".repeat(depth)
+            ));
+            docs.push(format!(
+                "{{\"signatures\":[{{\"x\":{}{}}}]}}",
+                "{\"a\":".repeat(depth),
+                "}".repeat(depth)
+            ));
+        }
+        for kind in ["null", "true", "1", "-1", "1.5", "\"s\"", "[]", "{}"] {
+            docs.push(kind.into());
+            docs.push(format!("{{\"payloadType\":{kind}}}"));
+            docs.push(format!("{{\"payloadType\":\"t\",\"payload\":{kind}}}"));
+            docs.push(format!(
+                "{{\"payloadType\":\"t\",\"payload\":\"\",\"signatures\":{kind}}}"
+            ));
+            docs.push(format!(
+                "{{\"payloadType\":\"t\",\"payload\":\"\",\"signatures\":[{kind}]}}"
+            ));
+            docs.push(format!(
+                "{{\"payloadType\":\"t\",\"payload\":\"\",\"signatures\":[{{\"keyid\":{kind}}}]}}"
+            ));
+            docs.push(format!(
+                "{{\"payloadType\":\"t\",\"payload\":\"\",\"signatures\":[{{\"sig\":{kind}}}]}}"
+            ));
+        }
+        for doc in &docs {
+            agree(doc.as_bytes()).unwrap();
+        }
+    }
+
+    /// A key as JSON text: the member names the parser looks for (some spelled with
+    /// escapes), and a few others so that unknown members and duplicates both occur.
+    fn arb_key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => prop::sample::select(vec![
+                "payloadType", "payload", "signatures", "keyid", "sig",
+                "pay\\u006coad", "si\\u0067", "payload\\u0054ype", "a", "b", "",
+            ])
+            .prop_map(|k| format!("\"{k}\"")),
+            1 => "[a-z]{0,2}".prop_map(|k| format!("\"{k}\"")),
+        ]
+    }
+
+    /// Base64 text in the spellings the parser meets: standard, URL-safe, unpadded, with
+    /// `\/` escapes, and a few broken ones.
+    fn arb_base64(len: std::ops::Range<usize>) -> impl Strategy<Value = String> {
+        (proptest::collection::vec(any::<u8>(), len), 0..10u8).prop_map(|(bytes, how)| {
+            use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+            match how {
+                0..=2 => STANDARD.encode(&bytes),
+                3 => URL_SAFE.encode(&bytes),
+                4 => URL_SAFE_NO_PAD.encode(&bytes),
+                5 => STANDARD_NO_PAD.encode(&bytes),
+                6 | 7 => STANDARD.encode(&bytes).replace('/', "\\/"),
+                8 => format!("{}=", STANDARD.encode(&bytes)),
+                _ => STANDARD.encode(&bytes).replacen('A', "-", 1),
+            }
+        })
+    }
+
+    fn arb_scalar() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "null",
+                "true",
+                "false",
+                "0",
+                "-0",
+                "1.5e3",
+                "1e400",
+                "-1e400",
+                "18446744073709551616",
+                "-9223372036854775809",
+                "\"\"",
+                "\"t\"",
+                "\"a\\u0000\\n\"",
+                "\"\\ud83d\\ude00\"",
+                "\"\\ud800\"",
+                "\"AAAA\"",
+            ])
+            .prop_map(str::to_owned),
+            any::<String>().prop_map(|s| serde_json::to_string(&s).unwrap()),
+            arb_base64(0..8).prop_map(|b| format!("\"{b}\"")),
+        ]
+    }
+
+    /// Any JSON text whose objects draw their keys from [`arb_key`], so duplicates occur
+    /// at every depth.
+    fn arb_json() -> impl Strategy<Value = String> {
+        arb_scalar().prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4)
+                    .prop_map(|v| format!("[{}]", v.join(","))),
+                proptest::collection::vec((arb_key(), inner), 0..4).prop_map(|kv| {
+                    let members: Vec<String> =
+                        kv.into_iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                    format!("{{{}}}", members.join(","))
+                }),
+            ]
+        })
+    }
+
+    fn object(members: Vec<(String, String)>) -> String {
+        let members: Vec<String> = members
+            .into_iter()
+            .map(|(k, v)| format!("{k}:{v}"))
+            .collect();
+        format!("{{{}}}", members.join(","))
+    }
+
+    /// A member list from `required` (each present or not), plus extra members with any
+    /// key (so known ones may repeat), in any order.
+    fn members(
+        required: Vec<BoxedStrategy<(String, String)>>,
+        extra: BoxedStrategy<(String, String)>,
+    ) -> impl Strategy<Value = Vec<(String, String)>> {
+        let required: Vec<_> = required
+            .into_iter()
+            .map(|s| prop::option::weighted(0.9, s))
+            .collect();
+        let extra = prop_oneof![
+            2 => Just(Vec::new()),
+            1 => proptest::collection::vec(extra, 1..3),
+        ];
+        (required, extra)
+            .prop_map(|(required, extra)| {
+                let mut all: Vec<_> = required.into_iter().flatten().collect();
+                all.extend(extra);
+                all
+            })
+            .prop_shuffle()
+    }
+
+    fn member(
+        key: &'static str,
+        value: impl Strategy<Value = String> + 'static,
+    ) -> BoxedStrategy<(String, String)> {
+        value.prop_map(move |v| (format!("\"{key}\""), v)).boxed()
+    }
+
+    fn either(good: impl Strategy<Value = String> + 'static) -> BoxedStrategy<String> {
+        prop_oneof![8 => good, 1 => arb_json()].boxed()
+    }
+
+    /// Objects shaped like envelopes: the real members, mostly of the right type, with
+    /// wrong types, duplicates, escapes and unknown members mixed in.
+    fn arb_envelope_like() -> impl Strategy<Value = String> {
+        let extra = (arb_key(), arb_json()).boxed();
+        let keyid = either(any::<String>().prop_map(|s| serde_json::to_string(&s).unwrap()));
+        let sig = either(
+            prop_oneof![8 => arb_base64(64..65), 1 => arb_base64(60..68)]
+                .prop_map(|b| format!("\"{b}\"")),
+        );
+        let slot = members(
+            vec![member("keyid", keyid), member("sig", sig)],
+            extra.clone(),
+        )
+        .prop_map(object);
+        let signatures = either(
+            proptest::collection::vec(prop_oneof![6 => slot, 1 => arb_json()], 1..3)
+                .prop_map(|v| format!("[{}]", v.join(","))),
+        );
+        let payload_type = either(prop_oneof![
+            4 => Just(format!("\"{IN_TOTO_PAYLOAD_TYPE}\"")),
+            1 => Just("\"\"".to_owned()),
+            1 => Just("\"\\u0074\\/\"".to_owned()),
+        ]);
+        let payload = either(arb_base64(0..48).prop_map(|b| format!("\"{b}\"")));
+        (
+            members(
+                vec![
+                    member("payloadType", payload_type),
+                    member("payload", payload),
+                    member("signatures", signatures),
+                ],
+                extra,
+            )
+            .prop_map(object),
+            prop_oneof![
+                8 => Just(""),
+                1 => prop::sample::select(vec![" ", "\n", " x", "{}", ","]),
+            ],
+        )
+            .prop_map(|(doc, tail)| format!("{doc}{tail}"))
+    }
+
+    #[derive(Debug, Clone)]
+    enum Edit {
+        Set(prop::sample::Index, u8),
+        Insert(prop::sample::Index, u8),
+        Delete(prop::sample::Index),
+    }
+
+    fn arb_edit() -> impl Strategy<Value = Edit> {
+        prop_oneof![
+            (any::<prop::sample::Index>(), any::<u8>()).prop_map(|(i, b)| Edit::Set(i, b)),
+            (any::<prop::sample::Index>(), any::<u8>()).prop_map(|(i, b)| Edit::Insert(i, b)),
+            any::<prop::sample::Index>().prop_map(Edit::Delete),
+        ]
+    }
+
+    fn apply(json: &mut Vec<u8>, edit: &Edit) {
+        match *edit {
+            Edit::Set(i, b) if !json.is_empty() => {
+                let i = i.index(json.len());
+                json[i] = b;
+            }
+            Edit::Insert(i, b) => json.insert(i.index(json.len() + 1), b),
+            Edit::Delete(i) if !json.is_empty() => {
+                json.remove(i.index(json.len()));
+            }
+            _ => {}
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_the_value_parser_on_bytes(
+            bytes in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            agree(&bytes)?;
+        }
+
+        #[test]
+        fn agrees_with_the_value_parser_on_json_like_bytes(
+            bytes in proptest::collection::vec(
+                prop::sample::select(b"{}[]:,\" \\/u0123456789aefnlrstdyApgkiE.+-=".to_vec()),
+                0..128,
+            ),
+        ) {
+            agree(&bytes)?;
+        }
+
+        #[test]
+        fn agrees_with_the_value_parser_on_edited_envelopes(
+            env in arb_envelope(),
+            edits in proptest::collection::vec(arb_edit(), 1..4),
+        ) {
+            let mut json = env.to_json();
+            for edit in &edits {
+                apply(&mut json, edit);
+            }
+            agree(&json)?;
+        }
+
+        #[test]
+        fn agrees_with_the_value_parser_on_envelope_like_objects(doc in arb_envelope_like()) {
+            agree(doc.as_bytes())?;
+        }
+
+        #[test]
+        fn agrees_with_the_value_parser_on_edited_envelope_like_objects(
+            doc in arb_envelope_like(),
+            edits in proptest::collection::vec(arb_edit(), 1..3),
+        ) {
+            let mut bytes = doc.into_bytes();
+            for edit in &edits {
+                apply(&mut bytes, edit);
+            }
+            agree(&bytes)?;
         }
     }
 }

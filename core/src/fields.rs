@@ -71,10 +71,7 @@ pub(crate) fn json_object(
     bytes: &[u8],
     what: &str,
 ) -> Result<Map<String, Value>, Rejection> {
-    let value = parse_json_strict(bytes).map_err(|e| match &e {
-        StrictJsonError::Syntax(_) => malformed(code, WHOLE_DOCUMENT, format!("{what} is {e}")),
-        StrictJsonError::DuplicateKey { path, .. } => malformed(code, path, e.to_string()),
-    })?;
+    let value = parse_json_strict(bytes).map_err(|e| strict_rejection(code, what, &e))?;
     match value {
         Value::Object(obj) => Ok(obj),
         other => Err(malformed(
@@ -82,5 +79,13 @@ pub(crate) fn json_object(
             WHOLE_DOCUMENT,
             format!("{what} must be a JSON object, found {}", json_kind(&other)),
         )),
+    }
+}
+
+/// The rejection for a document that is not strict JSON; `what` names the document.
+pub(crate) fn strict_rejection(code: RejectionCode, what: &str, e: &StrictJsonError) -> Rejection {
+    match e {
+        StrictJsonError::Syntax(_) => malformed(code, WHOLE_DOCUMENT, format!("{what} is {e}")),
+        StrictJsonError::DuplicateKey { path, .. } => malformed(code, path, e.to_string()),
     }
 }
