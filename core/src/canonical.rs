@@ -108,6 +108,14 @@ pub fn parse_json_strict(bytes: &[u8]) -> Result<Value, StrictJsonError> {
     }
     .deserialize(&mut de)
     .and_then(|v| de.end().map(|()| v));
+    strict_outcome(parsed, duplicate)
+}
+
+/// A strict parse's result: serde's error is a duplicate key when the parse recorded one.
+fn strict_outcome<T>(
+    parsed: Result<T, serde_json::Error>,
+    duplicate: RefCell<Option<Duplicate>>,
+) -> Result<T, StrictJsonError> {
     match (parsed, duplicate.into_inner()) {
         (Ok(v), _) => Ok(v),
         (Err(_), Some(dup)) => Err(StrictJsonError::DuplicateKey {
@@ -322,14 +330,7 @@ pub(crate) fn parse_strict_with<'de, S: Shape<'de>>(
     let parsed = Scan::new(strict, shape)
         .deserialize(&mut de)
         .and_then(|v| de.end().map(|()| v));
-    match (parsed, duplicate.into_inner()) {
-        (Ok(v), _) => Ok(v),
-        (Err(_), Some(dup)) => Err(StrictJsonError::DuplicateKey {
-            path: dup.path(),
-            key: dup.key,
-        }),
-        (Err(e), None) => Err(StrictJsonError::Syntax(e)),
-    }
+    strict_outcome(parsed, duplicate)
 }
 
 /// The duplicate bookkeeping of one [`parse_strict_with`] run, handed to shapes that take

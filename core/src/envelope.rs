@@ -435,6 +435,13 @@ pub(crate) fn decode_base64(s: &str) -> Result<Vec<u8>, String> {
         standard_only |= matches!(b, b'+' | b'/');
         url_only |= matches!(b, b'-' | b'_');
     }
+    decode_base64_in(s, standard_only, url_only)
+}
+
+/// Decodes `s` in the alphabet its symbols name: `standard_only` and `url_only` say
+/// whether it holds symbols only the standard (`+ /`) or only the URL-safe (`- _`)
+/// alphabet has.
+fn decode_base64_in(s: &str, standard_only: bool, url_only: bool) -> Result<Vec<u8>, String> {
     if standard_only && url_only {
         return Err("it mixes the standard (+ /) and URL-safe (- _) alphabets".to_owned());
     }
@@ -494,29 +501,7 @@ mod tests {
 
     /// `decode_base64` as it was, the reference for the byte-scan version.
     fn decode_base64_via_contains(s: &str) -> Result<Vec<u8>, String> {
-        let standard_only = s.contains(['+', '/']);
-        let url_only = s.contains(['-', '_']);
-        if standard_only && url_only {
-            return Err("it mixes the standard (+ /) and URL-safe (- _) alphabets".to_owned());
-        }
-        let engine = if url_only {
-            &URL_SAFE_ANY_PADDING
-        } else {
-            &STANDARD_ANY_PADDING
-        };
-        engine.decode(s).map_err(|e| match e {
-            DecodeError::InvalidByte(at, b) => {
-                format!(
-                    "character {:?} at offset {at} is not in the alphabet",
-                    char::from(b)
-                )
-            }
-            DecodeError::InvalidLength(n) => format!("{n} symbols is not a valid base64 length"),
-            DecodeError::InvalidLastSymbol(at, _) => {
-                format!("the last symbol (offset {at}) has non-zero trailing bits")
-            }
-            DecodeError::InvalidPadding => "the padding is wrong".to_owned(),
-        })
+        decode_base64_in(s, s.contains(['+', '/']), s.contains(['-', '_']))
     }
 
     fn signature_via_value(i: usize, value: &Value) -> Result<EnvelopeSignature, Rejection> {
