@@ -8,8 +8,9 @@
 //!    latency.
 //!
 //! Prints envelopes/s, the ratio, the writer's peak memory (getrusage of the child), and
-//! for both drains the CPU time per envelope of the pipeline's own process, of Postgres and
-//! of nats-server (from /proc): where each envelope's cost goes. The writer's drain is
+//! for both drains and the live run the CPU time per envelope of the pipeline's own
+//! process, of Postgres and of nats-server (from /proc), and the time the hypervisor
+//! stole: where each envelope's cost goes, and how slow the machine was. The writer's drain is
 //! timed from its first fetch (it logs "log state loaded" just before).
 //! `cargo bench -p ace-writer --bench drain`; `ACE_BENCH_ENVELOPES` (default 20000),
 //! `ACE_BENCH_ROUNDS` (3: reference then writer, each round on fresh streams and
@@ -562,7 +563,7 @@ async fn bench() {
     let w_live = split(before, after, live_n, true);
     let producer = split(before, after, live_n, false).own;
     println!(
-        "  {} (the producer, this bench: {producer:.0})",
+        "  {}; of the elsewhere, the producer (this bench) {producer:.0}",
         w_live.line("live", "writer")
     );
 
