@@ -621,14 +621,22 @@ async fn a_real_tsa_stamps_each_checkpoint_and_an_untrusted_one_is_refused() {
         },
     };
     grow(&db, 2, 1).await;
-    let running = start(config(
-        &db,
-        &nats,
-        vec![
-            sink("tsa", t.ca_pem()),
-            sink("tsa-wrong-ca", stranger.ca_pem()),
-        ],
-    ))
+    let running = start(Config {
+        // Each stamp is an `openssl ts -reply` process signing with RSA. Once, under the
+        // whole suite on two slow cores, blocks 3 and 4 were never both stamped: what one
+        // attempt past the 5 s timeout would do, since a failed attempt makes an
+        // every-block sink jump to the latest block (by design). The test is about
+        // stamping, not timeouts.
+        request_timeout: Duration::from_secs(30),
+        ..config(
+            &db,
+            &nats,
+            vec![
+                sink("tsa", t.ca_pem()),
+                sink("tsa-wrong-ca", stranger.ca_pem()),
+            ],
+        )
+    })
     .await;
     wait_for("the first token", Duration::from_secs(30), || async {
         receipts(&db, "tsa").await.len() == 1
@@ -637,7 +645,7 @@ async fn a_real_tsa_stamps_each_checkpoint_and_an_untrusted_one_is_refused() {
     grow(&db, 2, 2).await;
     wait_for(
         "blocks 3 and 4 stamped",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || async { receipts(&db, "tsa").await.len() == 3 },
     )
     .await;
