@@ -278,8 +278,18 @@ pub(crate) enum JsonKind {
 }
 
 impl JsonKind {
-    /// The same words as `fields::json_kind`, so error details do not depend on which
-    /// parser found the value.
+    pub(crate) fn of(v: &Value) -> JsonKind {
+        match v {
+            Value::Null => JsonKind::Null,
+            Value::Bool(_) => JsonKind::Bool,
+            Value::Number(_) => JsonKind::Number,
+            Value::String(_) => JsonKind::String,
+            Value::Array(_) => JsonKind::Array,
+            Value::Object(_) => JsonKind::Object,
+        }
+    }
+
+    /// How error details name the kind, whichever parser found the value.
     pub(crate) fn name(self) -> &'static str {
         match self {
             JsonKind::Null => "null",

@@ -3,20 +3,13 @@
 
 use serde_json::{Map, Value};
 
-use crate::canonical::{parse_json_strict, StrictJsonError};
+use crate::canonical::{parse_json_strict, JsonKind, StrictJsonError};
 use crate::envelope::WHOLE_DOCUMENT;
 use crate::rejection::{Rejection, RejectionCode};
 
 /// The JSON type name of a value, for error details.
 pub(crate) fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
+    JsonKind::of(v).name()
 }
 
 pub(crate) fn malformed(code: RejectionCode, field: &str, detail: impl Into<String>) -> Rejection {
